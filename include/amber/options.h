@@ -1,0 +1,61 @@
+// amber/options.h — how a store is created and opened.
+// Plain data; copy freely. Thread-safety: none needed.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace amber {
+
+class Env;
+
+enum class TrackingMode {
+  kAuto,       // userfaultfd async write-protect if the kernel has it, else full
+  kUffdAsync,  // require userfaultfd async write-protect (open fails otherwise)
+  kFull,       // write every used page at each checkpoint (slow, portable)
+};
+
+// Default heap base address. Chosen far from where Linux places ordinary
+// mappings. Sanitizer builds use an address their runtime leaves to programs.
+#if defined(__SANITIZE_THREAD__)
+inline constexpr uintptr_t kDefaultBaseAddress = 0x001000000000;  // TSan "low app" range
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+inline constexpr uintptr_t kDefaultBaseAddress = 0x001000000000;
+#else
+inline constexpr uintptr_t kDefaultBaseAddress = 0x200000000000;
+#endif
+#else
+inline constexpr uintptr_t kDefaultBaseAddress = 0x200000000000;
+#endif
+
+struct Options {
+  // --- used only when the store is created; an existing store keeps its own ---
+  // Most the heap can ever hold. Only touched pages use memory or disk.
+  uint64_t capacity = uint64_t{1} << 30;
+  // Fixed virtual address of the heap; pointers inside the heap stay valid
+  // across restarts because the heap is always mapped here. 0 = kDefaultBaseAddress.
+  uintptr_t base_address = 0;
+  // Bytes preallocated for the checkpoint log. 0 = default: capacity / 4,
+  // clamped to [16 MiB, 1 GiB]. A single checkpoint must fit in the log.
+  uint64_t log_size = 0;
+
+  // --- used on every open ---
+  bool create_if_missing = true;
+  bool error_if_exists = false;
+  // Automatic checkpoints from a background thread every this many milliseconds
+  // (0 = only explicit Checkpoint()/Commit()).
+  uint32_t checkpoint_interval_ms = 1000;
+  TrackingMode tracking = TrackingMode::kAuto;
+  // Average bytes/second the background writer may write (0 = unlimited).
+  uint64_t write_bandwidth_limit = 0;
+  // Refuse a store owned by another user unless this is set.
+  bool allow_foreign_owner = false;
+  // Take a final checkpoint when the Heap is destroyed (errors are ignored there;
+  // call Close() to see them).
+  bool checkpoint_on_close = true;
+  // System call layer; null = the real operating system. Must outlive the Heap.
+  Env* env = nullptr;
+};
+
+}  // namespace amber
