@@ -59,6 +59,8 @@ class Env {
   // flock(2) with LOCK_NB; kBusy if another open file description holds it.
   virtual Status Lock(int fd, bool exclusive) = 0;
   virtual Status Unlink(const std::string& path) = 0;
+  // rename(2); with no_replace, renameat2(RENAME_NOREPLACE): kAlreadyExists if `to` exists.
+  virtual Status Rename(const std::string& from, const std::string& to, bool no_replace) = 0;
 
   // mmap(2). Returns the mapped address; MAP_FAILED becomes an error.
   virtual Result<void*> Map(void* addr, size_t len, int prot, int flags, int fd, uint64_t off) = 0;
@@ -103,6 +105,9 @@ class EnvWrapper : public Env {
   Result<FileInfo> StatPath(const std::string& path) override { return target_->StatPath(path); }
   Status Lock(int fd, bool exclusive) override { return target_->Lock(fd, exclusive); }
   Status Unlink(const std::string& path) override { return target_->Unlink(path); }
+  Status Rename(const std::string& from, const std::string& to, bool no_replace) override {
+    return target_->Rename(from, to, no_replace);
+  }
   Result<void*> Map(void* addr, size_t len, int prot, int flags, int fd, uint64_t off) override {
     return target_->Map(addr, len, prot, flags, fd, off);
   }

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 
 #include "env/env.h"
@@ -144,6 +145,12 @@ class PosixEnv final : public Env {
   }
   Status Unlink(const std::string& path) override {
     if (::unlink(path.c_str()) != 0) return ErrnoToStatus(errno, "unlink " + path);
+    return Status::OK();
+  }
+  Status Rename(const std::string& from, const std::string& to, bool no_replace) override {
+    int r = no_replace ? ::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE)
+                       : ::rename(from.c_str(), to.c_str());
+    if (r != 0) return ErrnoToStatus(errno, "rename " + from + " to " + to);
     return Status::OK();
   }
   Result<void*> Map(void* addr, size_t len, int prot, int flags, int fd, uint64_t off) override {

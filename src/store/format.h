@@ -4,6 +4,8 @@
 //
 //   [0, 4 KiB)            superblock slot 0
 //   [4 KiB, 8 KiB)        superblock slot 1
+//   [8 KiB, log_offset)   home checksum table: uint32 CRC-32C per heap page
+//                         (0 = page never migrated, must read as zeros)
 //   [log_offset, +log_size)     checkpoint log: a ring of generations
 //   [home_offset, +capacity)    home image: heap page i at home_offset + i * 4 KiB
 //
@@ -31,7 +33,7 @@ inline constexpr uint32_t kFormatVersion = 1;
 // another architecture is refused (the heap holds raw pointers and native layouts).
 inline constexpr uint32_t kArchX86_64 = 0x8664'0108;
 inline constexpr uint64_t kSuperblockSlots = 2;
-inline constexpr uint64_t kLogOffset = kSuperblockSlots * kPageSize;  // 8 KiB
+inline constexpr uint64_t kTableOffset = kSuperblockSlots * kPageSize;  // 8 KiB
 inline constexpr uint64_t kHomeAlign = uint64_t{2} << 20;              // 2 MiB
 
 inline constexpr char kSuperMagic[8] = {'A', 'M', 'B', 'E', 'R', 'S', 'B', '1'};
@@ -45,11 +47,12 @@ struct Superblock {
   uint32_t format_version;
   uint32_t page_size;
   uint32_t arch;
-  uint32_t flags;           // reserved, 0
+  uint32_t flags;           // bits 0-1: tracking method of the last writer
+                            // (0 unknown, 1 uffd-wp-async, 2 full); rest 0
   uint64_t sequence;        // +1 on every superblock write
   uint64_t base_address;    // where the heap is mapped
   uint64_t capacity;        // heap bytes (multiple of kPageSize)
-  uint64_t log_offset;      // file offset of the log region (== kLogOffset)
+  uint64_t log_offset;      // file offset of the log region (== LogOffset(capacity))
   uint64_t log_size;        // bytes (multiple of kPageSize)
   uint64_t home_offset;     // file offset of heap page 0 (multiple of kHomeAlign)
   uint64_t committed_gen;   // newest durable generation (0 = none yet)
@@ -62,7 +65,7 @@ struct Superblock {
   uint32_t crc;             // CRC-32C of all bytes before this field
   uint32_t pad;
 };
-static_assert(sizeof(Superblock) == 136);
+static_assert(sizeof(Superblock) == 128);
 
 struct GenHeader {
   char magic[8];
@@ -73,7 +76,7 @@ struct GenHeader {
   uint64_t capture_us;        // wall clock at capture
   uint32_t crc;               // CRC-32C of the descriptor (header+entries) with crc = 0
   uint32_t pad;
-  uint64_t reserved[2];
+  uint64_t reserved;
 };
 static_assert(sizeof(GenHeader) == 64);
 
@@ -101,8 +104,23 @@ inline constexpr uint64_t GenerationPages(uint64_t page_count) {
   return DescriptorPages(page_count) + page_count + 1;
 }
 inline constexpr uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
-inline constexpr uint64_t HomeOffset(uint64_t log_size) {
-  return RoundUp(kLogOffset + log_size, kHomeAlign);
+inline constexpr uint64_t TableBytes(uint64_t capacity) {
+  return RoundUp(capacity / kPageSize * sizeof(uint32_t), kPageSize);
+}
+inline constexpr uint64_t LogOffset(uint64_t capacity) {
+  return kTableOffset + TableBytes(capacity);
+}
+inline constexpr uint64_t HomeOffset(uint64_t capacity, uint64_t log_size) {
+  return RoundUp(LogOffset(capacity) + log_size, kHomeAlign);
+}
+
+inline constexpr uint32_t kFlagTrackingMask = 3;
+inline const char* TrackingName(uint32_t flags) {
+  switch (flags & kFlagTrackingMask) {
+    case 1: return "uffd-wp-async";
+    case 2: return "full";
+    default: return "unknown";
+  }
 }
 
 // Fills crc; returns the superblock's checksum-valid bytes.

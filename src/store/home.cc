@@ -1,0 +1,104 @@
+// home.cc — migration of committed generations to the home image, the home
+// checksum table, recovery and home verification. Layout in format.h.
+#include <algorithm>
+#include <map>
+
+#include "store/store.h"
+#include "util/crc32c.h"
+
+namespace amber {
+
+using format::kPageSize;
+using format::Superblock;
+
+Status Store::Migrate() {
+  if (mode_ != Mode::kReadWrite) return FailedPrecondition("store is open read-only");
+  Superblock sb = superblock();
+  if (sb.log_head == sb.log_tail) return Status::OK();
+  // Newest image of each page: heap page -> (file offset of image, crc).
+  std::map<uint64_t, std::pair<uint64_t, uint32_t>> newest;
+  AMBER_RETURN_IF_ERROR(ForEachGeneration(false, [&](const GenInfo& g) {
+    const uint64_t data = sb.log_offset + g.log_pos + format::DescriptorPages(g.page_count) * kPageSize;
+    for (uint64_t i = 0; i < g.page_count; ++i)
+      newest[g.entries[i].page] = {data + i * kPageSize, g.entries[i].crc};
+    return Status::OK();
+  }));
+
+  // Copy images home, coalescing runs that are contiguous both in the log and
+  // at home into one read and one write.
+  constexpr uint64_t kMaxRun = 256;
+  std::vector<char> buf(kMaxRun * kPageSize);
+  auto it = newest.begin();
+  while (it != newest.end()) {
+    auto run_end = std::next(it);
+    uint64_t n = 1;
+    while (run_end != newest.end() && n < kMaxRun && run_end->first == it->first + n &&
+           run_end->second.first == it->second.first + n * kPageSize) {
+      ++run_end;
+      ++n;
+    }
+    AMBER_RETURN_IF_ERROR(env_->PRead(fd_, buf.data(), n * kPageSize, it->second.first));
+    AMBER_RETURN_IF_ERROR(Write(buf.data(), n * kPageSize, sb.home_offset + it->first * kPageSize));
+    it = run_end;
+  }
+  // Checksum table: read-modify-write each table page that changes.
+  constexpr uint64_t kPerTablePage = kPageSize / sizeof(uint32_t);
+  std::vector<uint32_t> tpage(kPerTablePage);
+  it = newest.begin();
+  while (it != newest.end()) {
+    const uint64_t tp = it->first / kPerTablePage;
+    const uint64_t off = format::kTableOffset + tp * kPageSize;
+    AMBER_RETURN_IF_ERROR(env_->PRead(fd_, tpage.data(), kPageSize, off));
+    for (; it != newest.end() && it->first / kPerTablePage == tp; ++it)
+      tpage[it->first % kPerTablePage] = it->second.second;
+    AMBER_RETURN_IF_ERROR(Write(tpage.data(), kPageSize, off));
+  }
+  AMBER_RETURN_IF_ERROR(DataSync());
+
+  Superblock next = sb;
+  next.sequence = sb.sequence + 1;
+  next.log_tail = sb.log_head;
+  AMBER_RETURN_IF_ERROR(Publish(next));
+  ++migrations_;
+  return Status::OK();
+}
+
+Status Store::Recover(bool verify_home) {
+  if (mode_ == Mode::kReadWrite) {
+    AMBER_RETURN_IF_ERROR(Migrate().WithContext("recovery"));
+  } else {
+    AMBER_RETURN_IF_ERROR(ForEachGeneration(true, [](const GenInfo&) { return Status::OK(); }));
+  }
+  if (verify_home) AMBER_RETURN_IF_ERROR(VerifyHome(superblock().heap_used));
+  return Status::OK();
+}
+
+Status Store::VerifyHome(uint64_t used_bytes,
+                         const std::function<void(uint64_t, uint64_t)>& progress) const {
+  Superblock sb = superblock();
+  const uint64_t pages = std::min(format::RoundUp(used_bytes, kPageSize), sb.capacity) / kPageSize;
+  constexpr uint64_t kBatch = 1024;  // 4 MiB of images, one table page
+  std::vector<char> data(kBatch * kPageSize);
+  std::vector<uint32_t> table(kBatch);
+  static const std::vector<char> kZero(kPageSize, 0);
+  for (uint64_t p = 0; p < pages; p += kBatch) {
+    const uint64_t n = std::min(kBatch, pages - p);
+    AMBER_RETURN_IF_ERROR(env_->PRead(fd_, table.data(), n * sizeof(uint32_t),
+                                      format::kTableOffset + p * sizeof(uint32_t)));
+    AMBER_RETURN_IF_ERROR(env_->PRead(fd_, data.data(), n * kPageSize, sb.home_offset + p * kPageSize));
+    for (uint64_t i = 0; i < n; ++i) {
+      const char* img = data.data() + i * kPageSize;
+      const uint32_t crc = crc32c::Value(img, kPageSize);
+      // Table entry 0: never migrated, so the page must still be zero.
+      bool ok = crc == table[i] || (table[i] == 0 && std::equal(img, img + kPageSize, kZero.data()));
+      if (!ok)
+        return Corruption("home image: heap page " + std::to_string(p + i) + " (file offset " +
+                          std::to_string(sb.home_offset + (p + i) * kPageSize) +
+                          ") does not match its checksum");
+    }
+    if (progress) progress(p + n, pages);
+  }
+  return Status::OK();
+}
+
+}  // namespace amber

@@ -1,0 +1,238 @@
+// log.cc — the checkpoint log: a ring of generations in the preallocated log
+// region. Appending (writer thread) and walking/validating (recovery, migration,
+// `amber verify`, `amber checkpoints`). Layout in format.h.
+#include <algorithm>
+#include <cstring>
+
+#include "store/store.h"
+#include "util/crc32c.h"
+
+namespace amber {
+
+using format::GenCommit;
+using format::GenEntry;
+using format::GenHeader;
+using format::kPageSize;
+using format::Superblock;
+
+namespace {
+
+std::string At(uint64_t gen, uint64_t pos) {
+  return "generation " + std::to_string(gen) + " at log offset " + std::to_string(pos);
+}
+
+}  // namespace
+
+Status Store::ReadGeneration(uint64_t pos, uint64_t min_gen, bool verify_pages,
+                             GenInfo* info) const {
+  Superblock sb = superblock();
+  const uint64_t log_pages = sb.log_size / kPageSize;
+  if (pos % kPageSize != 0 || pos + kPageSize > sb.log_size)
+    return Corruption("log position " + std::to_string(pos) + " outside the log");
+  std::vector<char> buf(kPageSize);
+  AMBER_RETURN_IF_ERROR(env_->PRead(fd_, buf.data(), kPageSize, sb.log_offset + pos));
+  GenHeader h;
+  std::memcpy(&h, buf.data(), sizeof(h));
+  if (std::memcmp(h.magic, format::kGenMagic, sizeof(h.magic)) != 0)
+    return Corruption("no generation header at log offset " + std::to_string(pos));
+  // Validate sizes before trusting them for any allocation or read.
+  if (h.page_count >= log_pages || h.descriptor_pages != format::DescriptorPages(h.page_count))
+    return Corruption(At(h.gen, pos) + ": implausible page count " + std::to_string(h.page_count));
+  const uint64_t total = format::GenerationPages(h.page_count);
+  if (pos + total * kPageSize > sb.log_size)
+    return Corruption(At(h.gen, pos) + ": runs past the end of the log");
+  if (h.gen < min_gen) return Corruption(At(h.gen, pos) + ": older than expected");
+  buf.resize(h.descriptor_pages * kPageSize);
+  if (h.descriptor_pages > 1)
+    AMBER_RETURN_IF_ERROR(env_->PRead(fd_, buf.data() + kPageSize,
+                                      (h.descriptor_pages - 1) * kPageSize,
+                                      sb.log_offset + pos + kPageSize));
+  const size_t desc_bytes = sizeof(GenHeader) + h.page_count * sizeof(GenEntry);
+  GenHeader zeroed = h;
+  zeroed.crc = 0;
+  uint32_t crc = crc32c::Value(&zeroed, sizeof(zeroed));
+  crc = crc32c::Extend(crc, buf.data() + sizeof(GenHeader), desc_bytes - sizeof(GenHeader));
+  if (crc != h.crc) return Corruption(At(h.gen, pos) + ": descriptor checksum mismatch");
+
+  char cpage[sizeof(GenCommit)];
+  const uint64_t commit_pos = pos + (total - 1) * kPageSize;
+  AMBER_RETURN_IF_ERROR(env_->PRead(fd_, cpage, sizeof(cpage), sb.log_offset + commit_pos));
+  GenCommit c;
+  std::memcpy(&c, cpage, sizeof(c));
+  if (std::memcmp(c.magic, format::kCommitMagic, sizeof(c.magic)) != 0 ||
+      c.crc != crc32c::Value(&c, offsetof(GenCommit, crc)))
+    return Corruption(At(h.gen, pos) + ": commit record missing or damaged (torn checkpoint)");
+  if (c.gen != h.gen || c.page_count != h.page_count || c.total_pages != total ||
+      c.descriptor_crc != h.crc)
+    return Corruption(At(h.gen, pos) + ": commit record does not match its descriptor");
+
+  info->gen = h.gen;
+  info->log_pos = pos;
+  info->page_count = h.page_count;
+  info->total_pages = total;
+  info->heap_used = h.heap_used;
+  info->capture_us = h.capture_us;
+  info->entries.resize(h.page_count);
+  std::memcpy(info->entries.data(), buf.data() + sizeof(GenHeader),
+              h.page_count * sizeof(GenEntry));
+  std::vector<uint64_t> seen;
+  seen.reserve(h.page_count);
+  for (uint64_t i = 0; i < h.page_count; ++i) {
+    const GenEntry& e = info->entries[i];
+    if (e.page >= sb.capacity / kPageSize)
+      return Corruption(At(h.gen, pos) + ": page entry " + std::to_string(i) + " out of range");
+    seen.push_back(e.page);
+  }
+  std::sort(seen.begin(), seen.end());
+  if (std::adjacent_find(seen.begin(), seen.end()) != seen.end())
+    return Corruption(At(h.gen, pos) + ": a page appears twice");
+  if (verify_pages) {
+    constexpr uint64_t kBatch = 256;
+    std::vector<char> data(kBatch * kPageSize);
+    for (uint64_t i = 0; i < h.page_count; i += kBatch) {
+      uint64_t n = std::min(kBatch, h.page_count - i);
+      AMBER_RETURN_IF_ERROR(env_->PRead(fd_, data.data(), n * kPageSize,
+                                        sb.log_offset + pos + (h.descriptor_pages + i) * kPageSize));
+      for (uint64_t j = 0; j < n; ++j) {
+        if (crc32c::Value(data.data() + j * kPageSize, kPageSize) != info->entries[i + j].crc)
+          return Corruption(At(h.gen, pos) + ": image of heap page " +
+                            std::to_string(info->entries[i + j].page) + " checksum mismatch");
+      }
+    }
+  }
+  return Status::OK();
+}
+
+Status Store::ForEachGeneration(bool verify_pages,
+                                const std::function<Status(const GenInfo&)>& fn) const {
+  Superblock sb = superblock();
+  uint64_t pos = sb.log_tail;
+  uint64_t min_gen = 0;
+  uint64_t last_gen = 0;
+  GenInfo info;
+  // A generation that does not fit before the end of the log was written at 0,
+  // so a position without the next generation means "continue at 0" (once).
+  const uint64_t max_steps = 2 * sb.log_size / kPageSize + 2;
+  for (uint64_t steps = 0; pos != sb.log_head; ++steps) {
+    if (steps > max_steps) return Corruption("log walk does not reach the log head");
+    Status s = ReadGeneration(pos, min_gen, verify_pages, &info);
+    if (!s.ok() && pos != 0 && pos != sb.log_tail) {
+      Status at_zero = ReadGeneration(0, min_gen, verify_pages, &info);
+      if (at_zero.ok()) {
+        pos = 0;
+        s = at_zero;
+      }
+    }
+    if (!s.ok()) return s.WithContext("committed log");
+    if (info.gen > sb.committed_gen)
+      return Corruption(At(info.gen, pos) + ": newer than the committed generation " +
+                        std::to_string(sb.committed_gen));
+    AMBER_RETURN_IF_ERROR(fn(info));
+    last_gen = info.gen;
+    min_gen = info.gen + 1;
+    pos += info.total_pages * kPageSize;
+    if (pos == sb.log_size) pos = 0;
+  }
+  if (sb.log_tail != sb.log_head && last_gen != sb.committed_gen)
+    return Corruption("log ends at generation " + std::to_string(last_gen) +
+                      " but the superblock names " + std::to_string(sb.committed_gen));
+  return Status::OK();
+}
+
+Result<uint64_t> Store::PlaceGeneration(const Superblock& sb, uint64_t bytes) const {
+  const uint64_t L = sb.log_size, head = sb.log_head, tail = sb.log_tail;
+  if (bytes >= L)
+    return NoSpace("checkpoint of " + std::to_string(bytes >> 10) + " KiB does not fit in the " +
+                   std::to_string(L >> 10) + " KiB log; create the store with a larger log_size");
+  if (head == tail) return uint64_t{0};  // empty: restart the ring at 0
+  if (head > tail) {
+    // Free: [head, L) and [0, tail). The new head must not land on the tail.
+    if (head + bytes < L || (head + bytes == L && tail != 0)) return head;
+    if (bytes < tail) return uint64_t{0};
+  } else if (head + bytes < tail) {
+    return head;
+  }
+  return NoSpace("log full");
+}
+
+Status Store::AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
+                               std::span<const ImageRun> images, uint64_t heap_used,
+                               uint64_t capture_us) {
+  if (mode_ != Mode::kReadWrite) return FailedPrecondition("store is open read-only");
+  if (pending_publish_) {
+    AMBER_RETURN_IF_ERROR(Publish(pending_).WithContext("re-publishing superblock"));
+    pending_publish_ = false;
+  }
+  Superblock sb = superblock();
+  if (gen <= sb.committed_gen) return Internal("generation numbers must increase");
+  const uint64_t n = pages.size();
+  const uint64_t dpages = format::DescriptorPages(n);
+  const uint64_t total = dpages + n + 1;
+  Result<uint64_t> place = PlaceGeneration(sb, total * kPageSize);
+  if (!place.ok() && place.status().code() == Code::kNoSpace && sb.log_head != sb.log_tail &&
+      total * kPageSize < sb.log_size) {
+    AMBER_RETURN_IF_ERROR(Migrate());
+    sb = superblock();
+    place = PlaceGeneration(sb, total * kPageSize);
+  }
+  if (!place.ok()) return place.status();
+  const uint64_t pos = *place;
+
+  // Descriptor: header + entries, checksummed together.
+  scratch_.assign(dpages * kPageSize, 0);
+  GenHeader h{};
+  std::memcpy(h.magic, format::kGenMagic, sizeof(h.magic));
+  h.gen = gen;
+  h.page_count = n;
+  h.descriptor_pages = dpages;
+  h.heap_used = heap_used;
+  h.capture_us = capture_us;
+  auto* entries = reinterpret_cast<GenEntry*>(scratch_.data() + sizeof(GenHeader));
+  uint64_t i = 0;
+  for (const ImageRun& run : images) {
+    for (uint64_t j = 0; j < run.pages && i < n; ++j, ++i) {
+      entries[i].page = pages[i];
+      entries[i].crc = crc32c::Value(run.data + j * kPageSize, kPageSize);
+      entries[i].pad = 0;
+    }
+  }
+  if (i != n) return Internal("image runs do not cover the generation's pages");
+  uint32_t crc = crc32c::Value(&h, sizeof(h));
+  h.crc = crc32c::Extend(crc, entries, n * sizeof(GenEntry));
+  std::memcpy(scratch_.data(), &h, sizeof(h));
+
+  const uint64_t base = sb.log_offset + pos;
+  AMBER_RETURN_IF_ERROR(Write(scratch_.data(), scratch_.size(), base));
+  uint64_t off = base + dpages * kPageSize;
+  for (const ImageRun& run : images) {
+    AMBER_RETURN_IF_ERROR(Write(run.data, run.pages * kPageSize, off));
+    off += run.pages * kPageSize;
+  }
+  std::vector<char> cpage(kPageSize, 0);
+  GenCommit c{};
+  std::memcpy(c.magic, format::kCommitMagic, sizeof(c.magic));
+  c.gen = gen;
+  c.page_count = n;
+  c.total_pages = total;
+  c.descriptor_crc = h.crc;
+  c.crc = crc32c::Value(&c, offsetof(GenCommit, crc));
+  std::memcpy(cpage.data(), &c, sizeof(c));
+  AMBER_RETURN_IF_ERROR(Write(cpage.data(), kPageSize, base + (dpages + n) * kPageSize));
+  AMBER_RETURN_IF_ERROR(DataSync());
+
+  Superblock next = sb;
+  next.sequence = sb.sequence + 1;
+  next.committed_gen = gen;
+  if (sb.log_head == sb.log_tail) next.log_tail = pos;
+  next.log_head = (pos + total * kPageSize) % sb.log_size;
+  next.heap_used = heap_used;
+  next.commit_us = capture_us;
+  Status s = Publish(next);
+  if (!s.ok()) {
+    pending_ = next;
+    pending_publish_ = true;
+  }
+  return s;
+}
+
+}  // namespace amber

@@ -1,0 +1,151 @@
+// store.h — the store file: superblocks, the checkpoint log ring, the home image
+// and its checksum table (layout in format.h and docs/format.md).
+//
+// How a generation becomes durable (AppendGeneration):
+//   descriptor + page images + commit record written at the log head
+//   → fdatasync → superblock naming the generation written to the other slot
+//   → fdatasync. Only then does the generation count.
+// Migration copies committed generations to their home pages (newest image of
+// each page wins), writes their checksums into the table, syncs, and publishes a
+// superblock whose log tail has moved past them. Recovery is the same migration
+// run at open time, so a crash at any point of it is repaired by running it again.
+//
+// Thread-safety: one writer at a time for the mutating calls (AppendGeneration,
+// Migrate, Recover) — the checkpointer's writer thread. superblock() and the
+// const inspection calls may be used from any thread concurrently with it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "amber/options.h"
+#include "amber/status.h"
+#include "env/env.h"
+#include "store/format.h"
+
+namespace amber {
+
+class RateLimiter;
+
+// Consecutive page images in memory: `pages` images of 4 KiB starting at data.
+struct ImageRun {
+  const char* data;
+  uint64_t pages;
+};
+
+// One generation found in the log.
+struct GenInfo {
+  uint64_t gen = 0;
+  uint64_t log_pos = 0;  // log-relative byte offset
+  uint64_t page_count = 0;
+  uint64_t total_pages = 0;  // pages it occupies in the log
+  uint64_t heap_used = 0;
+  uint64_t capture_us = 0;
+  std::vector<format::GenEntry> entries;
+};
+
+class Store {
+ public:
+  enum class Mode { kReadWrite, kReadOnly };
+
+  // Opens the store at `path`, creating it when missing and options allow
+  // (atomically: built under a temporary name, then renamed into place).
+  // kReadWrite takes an exclusive lock (kBusy if another process holds it).
+  // kReadOnly never writes or locks. Does not replay the log: call Recover().
+  static Result<std::unique_ptr<Store>> Open(Env* env, const std::string& path,
+                                             const Options& options, Mode mode);
+  ~Store();
+
+  const std::string& path() const { return path_; }
+  bool created() const { return created_; }
+  bool read_only() const { return mode_ == Mode::kReadOnly; }
+  int fd() const { return fd_; }
+  Env* env() const { return env_; }
+  // Copy of the current superblock.
+  format::Superblock superblock() const;
+  // Bytes of the log holding unmigrated generations.
+  uint64_t LogUsed() const;
+
+  // Calls fn for each committed, unmigrated generation, oldest first. With
+  // verify_pages, also reads every page image and checks its checksum.
+  // kCorruption (with the generation and log offset) on any inconsistency.
+  Status ForEachGeneration(bool verify_pages, const std::function<Status(const GenInfo&)>& fn) const;
+
+  // Writes generation `gen` (> committed) holding `pages` (distinct heap page
+  // numbers) whose images are the concatenation of `images`, in the same order,
+  // and publishes it. If the log lacks room, migrates first. kNoSpace if the
+  // generation can never fit in the log. On error nothing is published: the
+  // previous generation stays current.
+  Status AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
+                          std::span<const ImageRun> images, uint64_t heap_used,
+                          uint64_t capture_us);
+  // Convenience: all images contiguous at `images`.
+  Status AppendGeneration(uint64_t gen, std::span<const uint64_t> pages, const char* images,
+                          uint64_t heap_used, uint64_t capture_us) {
+    ImageRun run{images, pages.size()};
+    return AppendGeneration(gen, pages, std::span<const ImageRun>(&run, 1), heap_used, capture_us);
+  }
+  // Throttles every later write of AppendGeneration and Migrate (null = none).
+  // The limiter must outlive the store or be reset first.
+  void SetRateLimiter(RateLimiter* limiter) { limiter_ = limiter; }
+
+  // Copies every committed generation home and empties the log (see above).
+  Status Migrate();
+  // Recovery at open: Migrate(), then optionally VerifyHome(heap_used).
+  Status Recover(bool verify_home);
+  // Checks the checksum of every home page below used_bytes. progress(done, total)
+  // is called now and then if given. kCorruption naming the first bad page.
+  Status VerifyHome(uint64_t used_bytes,
+                    const std::function<void(uint64_t, uint64_t)>& progress = nullptr) const;
+
+  // Recorded in the superblock's flags at each publish (see format.h).
+  void SetTrackingFlag(uint32_t tag) { tracking_flag_ = tag & format::kFlagTrackingMask; }
+
+  // Writes moved since open: bytes to the file, and how many syncs.
+  uint64_t bytes_written() const { return bytes_written_; }
+  uint64_t syncs() const { return syncs_; }
+  uint64_t migrations() const { return migrations_; }
+
+ private:
+  Store(Env* env, std::string path, int fd, Mode mode);
+  static Status Create(Env* env, const std::string& path, const Options& options);
+  Status LoadSuperblock();
+  // Writes `next` (sequence already set) to its slot and syncs.
+  Status Publish(format::Superblock next);
+  // Where a generation of `bytes` goes, and whether the ring must be restarted
+  // at 0 (log empty). kNoSpace when it does not fit now.
+  Result<uint64_t> PlaceGeneration(const format::Superblock& sb, uint64_t bytes) const;
+  Status ReadGeneration(uint64_t pos, uint64_t min_gen, bool verify_pages, GenInfo* info) const;
+  Status Write(const void* buf, size_t n, uint64_t off);
+  Status DataSync();
+
+  Env* env_;
+  std::string path_;
+  int fd_;
+  Mode mode_;
+  bool created_ = false;
+  mutable std::mutex mu_;  // guards sb_
+  format::Superblock sb_{};
+  uint64_t bytes_written_ = 0;
+  uint64_t syncs_ = 0;
+  uint64_t migrations_ = 0;
+  std::vector<char> scratch_;  // reused I/O buffer (writer thread only)
+  // A superblock whose generation's data is durable but whose own write failed:
+  // it may or may not be on disk, so it is published again (same sequence)
+  // before anything else is written to the log.
+  uint32_t tracking_flag_ = 0;
+  RateLimiter* limiter_ = nullptr;
+  bool pending_publish_ = false;
+  format::Superblock pending_{};
+};
+
+// Resolves the effective creation parameters (defaults, rounding) and checks them.
+Status ResolveCreateOptions(const Options& in, uint64_t* capacity, uint64_t* base,
+                            uint64_t* log_size);
+
+}  // namespace amber

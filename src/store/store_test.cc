@@ -1,0 +1,319 @@
+// Tests of the store file: creation, superblocks, the log ring, migration,
+// recovery and detection of damage.
+#include "store/store.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <cstring>
+#include <map>
+#include <random>
+
+#include "test_util.h"
+
+namespace amber {
+namespace {
+
+using format::kPageSize;
+using testing::FlipByte;
+using testing::TempDir;
+
+Options SmallOptions() {
+  Options o;
+  o.capacity = uint64_t{4} << 20;   // 1024 pages
+  o.log_size = 64 * kPageSize;      // a tiny log, to exercise wrap-around
+  o.base_address = testing::TestBase();
+  return o;
+}
+
+std::unique_ptr<Store> OpenStore(const std::string& path, Options o = SmallOptions(),
+                                 Store::Mode mode = Store::Mode::kReadWrite) {
+  auto s = Store::Open(Env::Default(), path, o, mode);
+  EXPECT_TRUE(s.ok()) << s.status().ToString();
+  return s.ok() ? std::move(*s) : nullptr;
+}
+
+// Page images whose content names (page, version).
+std::vector<char> Images(const std::vector<uint64_t>& pages, uint64_t version) {
+  std::vector<char> buf(pages.size() * kPageSize);
+  for (size_t i = 0; i < pages.size(); ++i) {
+    for (size_t j = 0; j < kPageSize; j += 16) {
+      std::memcpy(&buf[i * kPageSize + j], &pages[i], 8);
+      std::memcpy(&buf[i * kPageSize + j + 8], &version, 8);
+    }
+  }
+  return buf;
+}
+
+// Reads heap page `page` from the home image.
+std::pair<uint64_t, uint64_t> HomePage(const std::string& path, const Store& st, uint64_t page) {
+  char buf[16];
+  auto fd = Env::Default()->Open(path, O_RDONLY, 0);
+  EXPECT_TRUE(fd.ok());
+  EXPECT_TRUE(Env::Default()->PRead(*fd, buf, 16, st.superblock().home_offset + page * kPageSize).ok());
+  Env::Default()->Close(*fd).IgnoreError();
+  uint64_t a, b;
+  std::memcpy(&a, buf, 8);
+  std::memcpy(&b, buf + 8, 8);
+  return {a, b};
+}
+
+TEST(Store, CreateWritesValidSuperblockWithMode0600) {
+  TempDir dir;
+  auto path = dir.File("s.amber");
+  auto st = OpenStore(path);
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(st->created());
+  auto sb = st->superblock();
+  EXPECT_EQ(sb.capacity, uint64_t{4} << 20);
+  EXPECT_EQ(sb.log_size, 64 * kPageSize);
+  EXPECT_EQ(sb.committed_gen, 0u);
+  EXPECT_EQ(sb.base_address, testing::TestBase());
+  struct stat info;
+  ASSERT_EQ(::stat(path.c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 0777, 0600u);
+  EXPECT_EQ(static_cast<uint64_t>(info.st_size), sb.home_offset + sb.capacity);
+}
+
+TEST(Store, MissingStoreWithoutCreateIsNotFound) {
+  TempDir dir;
+  Options o = SmallOptions();
+  o.create_if_missing = false;
+  auto s = Store::Open(Env::Default(), dir.File("none.amber"), o, Store::Mode::kReadWrite);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), Code::kNotFound);
+  auto r = Store::Open(Env::Default(), dir.File("none.amber"), o, Store::Mode::kReadOnly);
+  EXPECT_EQ(r.status().code(), Code::kNotFound);
+}
+
+TEST(Store, SecondWriterIsBusy) {
+  TempDir dir;
+  auto path = dir.File("s.amber");
+  auto a = OpenStore(path);
+  auto b = Store::Open(Env::Default(), path, SmallOptions(), Store::Mode::kReadWrite);
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.status().code(), Code::kBusy);
+  EXPECT_NE(b.status().message().find("another process"), std::string::npos);
+}
+
+TEST(Store, NotAStoreIsCorruption) {
+  TempDir dir;
+  auto path = dir.File("junk");
+  FILE* f = fopen(path.c_str(), "w");
+  std::string junk(100000, 'x');
+  fwrite(junk.data(), 1, junk.size(), f);
+  fclose(f);
+  chmod(path.c_str(), 0600);
+  auto s = Store::Open(Env::Default(), path, SmallOptions(), Store::Mode::kReadWrite);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), Code::kCorruption) << s.status().ToString();
+}
+
+TEST(Store, GenerationsSurviveReopenAndMigrateHome) {
+  TempDir dir;
+  auto path = dir.File("s.amber");
+  {
+    auto st = OpenStore(path);
+    std::vector<uint64_t> p1 = {0, 1, 7}, p2 = {1, 9};
+    auto i1 = Images(p1, 1), i2 = Images(p2, 2);
+    ASSERT_TRUE(st->AppendGeneration(1, p1, i1.data(), 10 * kPageSize, 111).ok());
+    ASSERT_TRUE(st->AppendGeneration(2, p2, i2.data(), 10 * kPageSize, 222).ok());
+    std::vector<uint64_t> gens;
+    ASSERT_TRUE(st->ForEachGeneration(true, [&](const GenInfo& g) {
+                    gens.push_back(g.gen);
+                    return Status::OK();
+                  }).ok());
+    EXPECT_EQ(gens, (std::vector<uint64_t>{1, 2}));
+  }
+  auto st = OpenStore(path);
+  EXPECT_FALSE(st->created());
+  EXPECT_EQ(st->superblock().committed_gen, 2u);
+  ASSERT_TRUE(st->Recover(true).ok());
+  EXPECT_EQ(st->LogUsed(), 0u);
+  EXPECT_EQ(HomePage(path, *st, 0), std::make_pair(uint64_t{0}, uint64_t{1}));
+  EXPECT_EQ(HomePage(path, *st, 1), std::make_pair(uint64_t{1}, uint64_t{2}));  // newest wins
+  EXPECT_EQ(HomePage(path, *st, 7), std::make_pair(uint64_t{7}, uint64_t{1}));
+  EXPECT_EQ(HomePage(path, *st, 9), std::make_pair(uint64_t{9}, uint64_t{2}));
+  EXPECT_EQ(HomePage(path, *st, 3), std::make_pair(uint64_t{0}, uint64_t{0}));
+}
+
+TEST(Store, RingWrapsAndMigratesUnderPressure) {
+  TempDir dir;
+  auto path = dir.File("s.amber");
+  std::mt19937_64 rng(42);
+  std::map<uint64_t, uint64_t> expect;  // page -> version
+  {
+    auto st = OpenStore(path);
+    for (uint64_t gen = 1; gen <= 60; ++gen) {
+      std::vector<uint64_t> pages;
+      for (uint64_t p = rng() % 8; p < 1024 && pages.size() < 1 + rng() % 12; p += 1 + rng() % 50)
+        pages.push_back(p);
+      auto img = Images(pages, gen);
+      Status s = st->AppendGeneration(gen, pages, img.data(), 1024 * kPageSize, gen);
+      ASSERT_TRUE(s.ok()) << gen << ": " << s.ToString();
+      for (auto p : pages) expect[p] = gen;
+    }
+    EXPECT_GT(st->migrations(), 0u);
+  }
+  auto st = OpenStore(path);
+  ASSERT_TRUE(st->Recover(true).ok());
+  for (auto [page, version] : expect) EXPECT_EQ(HomePage(path, *st, page).second, version) << page;
+}
+
+TEST(Store, GenerationLargerThanLogIsNoSpace) {
+  TempDir dir;
+  auto st = OpenStore(dir.File("s.amber"));
+  std::vector<uint64_t> pages(80);
+  for (uint64_t i = 0; i < 80; ++i) pages[i] = i;
+  auto img = Images(pages, 1);
+  Status s = st->AppendGeneration(1, pages, img.data(), 80 * kPageSize, 1);
+  EXPECT_EQ(s.code(), Code::kNoSpace);
+  EXPECT_NE(s.message().find("log_size"), std::string::npos);
+  EXPECT_EQ(st->superblock().committed_gen, 0u);
+}
+
+TEST(Store, UnpublishedGenerationIsIgnored) {
+  TempDir dir;
+  auto path = dir.File("s.amber");
+  uint64_t pos;
+  {
+    auto st = OpenStore(path);
+    std::vector<uint64_t> p = {5};
+    auto i1 = Images(p, 1);
+    ASSERT_TRUE(st->AppendGeneration(1, p, i1.data(), kPageSize * 8, 1).ok());
+    pos = st->superblock().log_head;
+  }
+  // A second generation written at the head without a superblock naming it,
+  // as a crash between the log write and the publish would leave it.
+  {
+    auto st = OpenStore(path);
+    auto sb = st->superblock();
+    auto img = Images({5}, 2);
+    format::GenHeader h{};
+    std::memcpy(h.magic, format::kGenMagic, 8);
+    h.gen = 2;
+    h.page_count = 1;
+    h.descriptor_pages = 1;
+    std::vector<char> page(kPageSize, 0);
+    std::memcpy(page.data(), &h, sizeof(h));
+    auto fd = Env::Default()->Open(path, O_RDWR, 0);
+    ASSERT_TRUE(fd.ok());
+    ASSERT_TRUE(Env::Default()->PWrite(*fd, page.data(), kPageSize, sb.log_offset + pos).ok());
+    ASSERT_TRUE(Env::Default()->PWrite(*fd, img.data(), kPageSize, sb.log_offset + pos + kPageSize).ok());
+    Env::Default()->Close(*fd).IgnoreError();
+  }
+  auto st = OpenStore(path);
+  ASSERT_TRUE(st->Recover(true).ok());
+  EXPECT_EQ(st->superblock().committed_gen, 1u);
+  EXPECT_EQ(HomePage(path, *st, 5).second, 1u);
+}
+
+TEST(Store, FlippedSuperblockByteIsCorruption) {
+  TempDir dir;
+  auto path = dir.File("s.amber");
+  { auto st = OpenStore(path); }
+  for (uint64_t off : {uint64_t{kPageSize + 40}, uint64_t{kPageSize + 0}, uint64_t{kPageSize + 120}}) {
+    ASSERT_TRUE(FlipByte(path, off));
+    auto s = Store::Open(Env::Default(), path, SmallOptions(), Store::Mode::kReadOnly);
+    ASSERT_FALSE(s.ok()) << off;
+    EXPECT_EQ(s.status().code(), Code::kCorruption) << s.status().ToString();
+    ASSERT_TRUE(FlipByte(path, off));  // restore
+  }
+  EXPECT_TRUE(Store::Open(Env::Default(), path, SmallOptions(), Store::Mode::kReadOnly).ok());
+}
+
+TEST(Store, FlippedLogByteIsCorruption) {
+  TempDir dir;
+  auto path = dir.File("s.amber");
+  uint64_t log_offset;
+  {
+    auto st = OpenStore(path);
+    std::vector<uint64_t> p = {1, 2, 3};
+    auto img = Images(p, 1);
+    ASSERT_TRUE(st->AppendGeneration(1, p, img.data(), 8 * kPageSize, 1).ok());
+    log_offset = st->superblock().log_offset;
+  }
+  // Descriptor, a page image, the commit record.
+  for (uint64_t off : {log_offset + 70, log_offset + kPageSize * 2 + 99, log_offset + kPageSize * 4 + 9}) {
+    ASSERT_TRUE(FlipByte(path, off));
+    auto st = OpenStore(path, SmallOptions(), Store::Mode::kReadOnly);
+    Status s = st->Recover(false);
+    EXPECT_EQ(s.code(), Code::kCorruption) << off << " " << s.ToString();
+    ASSERT_TRUE(FlipByte(path, off));
+  }
+}
+
+TEST(Store, FlippedHomeByteIsCorruption) {
+  TempDir dir;
+  auto path = dir.File("s.amber");
+  uint64_t home;
+  {
+    auto st = OpenStore(path);
+    std::vector<uint64_t> p = {0, 4};
+    auto img = Images(p, 1);
+    ASSERT_TRUE(st->AppendGeneration(1, p, img.data(), 8 * kPageSize, 1).ok());
+    ASSERT_TRUE(st->Migrate().ok());
+    home = st->superblock().home_offset;
+  }
+  {
+    auto st = OpenStore(path, SmallOptions(), Store::Mode::kReadOnly);
+    EXPECT_TRUE(st->VerifyHome(8 * kPageSize).ok());
+  }
+  for (uint64_t off : {home + 5, home + 4 * kPageSize + 4000, home + 2 * kPageSize + 1}) {
+    ASSERT_TRUE(FlipByte(path, off));
+    auto st = OpenStore(path, SmallOptions(), Store::Mode::kReadOnly);
+    Status s = st->VerifyHome(8 * kPageSize);
+    EXPECT_EQ(s.code(), Code::kCorruption) << off;
+    ASSERT_TRUE(FlipByte(path, off));
+  }
+}
+
+TEST(Store, TruncatedStoreIsCorruption) {
+  TempDir dir;
+  auto path = dir.File("s.amber");
+  { auto st = OpenStore(path); }
+  ASSERT_EQ(::truncate(path.c_str(), 100000), 0);
+  auto s = Store::Open(Env::Default(), path, SmallOptions(), Store::Mode::kReadWrite);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), Code::kCorruption);
+  EXPECT_NE(s.status().message().find("truncated"), std::string::npos) << s.status().ToString();
+}
+
+TEST(Store, WrongVersionIsNotSupported) {
+  TempDir dir;
+  auto path = dir.File("s.amber");
+  { auto st = OpenStore(path); }
+  // Rewrite slot 1 with version 99 and a valid checksum.
+  auto fd = Env::Default()->Open(path, O_RDWR, 0);
+  ASSERT_TRUE(fd.ok());
+  format::Superblock sb;
+  ASSERT_TRUE(Env::Default()->PRead(*fd, &sb, sizeof(sb), kPageSize).ok());
+  sb.format_version = 99;
+  format::SealSuperblock(&sb);
+  ASSERT_TRUE(Env::Default()->PWrite(*fd, &sb, sizeof(sb), kPageSize).ok());
+  Env::Default()->Close(*fd).IgnoreError();
+  auto s = Store::Open(Env::Default(), path, SmallOptions(), Store::Mode::kReadOnly);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), Code::kNotSupported);
+  EXPECT_NE(s.status().message().find("version 99"), std::string::npos);
+}
+
+TEST(Store, BadCreateOptionsAreRejected) {
+  TempDir dir;
+  Options o = SmallOptions();
+  o.capacity = 1000;
+  EXPECT_EQ(Store::Open(Env::Default(), dir.File("a"), o, Store::Mode::kReadWrite).status().code(),
+            Code::kInvalidArgument);
+  o = SmallOptions();
+  o.base_address = 12345;
+  EXPECT_EQ(Store::Open(Env::Default(), dir.File("b"), o, Store::Mode::kReadWrite).status().code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(Store::Open(Env::Default(), "", SmallOptions(), Store::Mode::kReadWrite).status().code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(Store::Open(Env::Default(), dir.File("no/such/dir/x"), SmallOptions(),
+                        Store::Mode::kReadWrite).status().code(),
+            Code::kNotFound);
+}
+
+}  // namespace
+}  // namespace amber
