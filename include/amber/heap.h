@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 #include <string_view>
@@ -119,6 +120,7 @@ class Heap {
   Result<void*> RootSlot(std::string_view name, size_t size, size_t align, uint64_t type_tag,
                          bool* created);
   void RootConstructed(std::string_view name);
+  std::mutex& RootMutex();
   void EnterSection();
   void LeaveSection();
 
@@ -163,6 +165,7 @@ Result<T*> Heap::Root(std::string_view name, Args&&... args) {
                 "heap objects must not have virtual functions: vtable pointers are not "
                 "valid after a restart");
   Section section(*this);
+  std::lock_guard<std::mutex> lock(RootMutex());
   bool created = false;
   Result<void*> slot = RootSlot(name, sizeof(T), alignof(T), TypeTag<T>(), &created);
   if (!slot.ok()) return slot.status();

@@ -49,6 +49,9 @@ struct Options {
   TrackingMode tracking = TrackingMode::kAuto;
   // Average bytes/second the background writer may write (0 = unlimited).
   uint64_t write_bandwidth_limit = 0;
+  // Check every home-image page against its checksum when opening (reads the
+  // used part of the heap once; turn off for the fastest open).
+  bool verify_on_open = true;
   // Refuse a store owned by another user unless this is set.
   bool allow_foreign_owner = false;
   // Take a final checkpoint when the Heap is destroyed (errors are ignored there;

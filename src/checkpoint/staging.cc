@@ -1,0 +1,69 @@
+// staging.cc — pre-faulted, reused staging buffers (see staging.h).
+#include "checkpoint/staging.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+
+namespace amber {
+
+StagingBuffer& StagingBuffer::operator=(StagingBuffer&& o) noexcept {
+  if (this != &o) {
+    if (data_ != nullptr) env_->Unmap(data_, cap_).IgnoreError();
+    env_ = o.env_;
+    data_ = o.data_;
+    cap_ = o.cap_;
+    o.data_ = nullptr;
+    o.cap_ = 0;
+  }
+  return *this;
+}
+
+StagingBuffer::~StagingBuffer() {
+  if (data_ != nullptr) env_->Unmap(data_, cap_).IgnoreError();
+}
+
+Result<StagingBuffer> StagingPool::Get(size_t bytes) {
+  std::lock_guard<std::mutex> l(mu_);
+  // Smallest free buffer that is big enough.
+  auto best = free_.end();
+  for (auto it = free_.begin(); it != free_.end(); ++it)
+    if (it->capacity() >= bytes && (best == free_.end() || it->capacity() < best->capacity()))
+      best = it;
+  if (best != free_.end()) {
+    StagingBuffer b = std::move(*best);
+    free_.erase(best);
+    outstanding_ += b.capacity();
+    return b;
+  }
+  // Round up generously so that a slowly growing dirty set reuses buffers.
+  size_t cap = std::max<size_t>(size_t{1} << 20, bytes + bytes / 2);
+  cap = (cap + (size_t{2} << 20) - 1) & ~((size_t{2} << 20) - 1);
+  auto p = env_->Map(nullptr, cap, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  if (!p.ok()) return Status(Code::kResourceExhausted, p.status().message());
+  outstanding_ += cap;
+  return StagingBuffer(env_, static_cast<char*>(*p), cap);
+}
+
+void StagingPool::Put(StagingBuffer buffer) {
+  if (buffer.data() == nullptr) return;
+  std::lock_guard<std::mutex> l(mu_);
+  outstanding_ -= buffer.capacity();
+  free_.push_back(std::move(buffer));
+  if (free_.size() > 3) {  // drop the smallest
+    auto smallest = std::min_element(free_.begin(), free_.end(), [](auto& a, auto& b) {
+      return a.capacity() < b.capacity();
+    });
+    free_.erase(smallest);
+  }
+}
+
+size_t StagingPool::bytes() const {
+  std::lock_guard<std::mutex> l(mu_);
+  size_t total = outstanding_;
+  for (auto& b : free_) total += b.capacity();
+  return total;
+}
+
+}  // namespace amber
