@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The second command of the README (and what CI runs): build and pass the whole
+# test suite — the normal build, the install/find_package consumer, then the
+# ASan+UBSan and TSan builds of the suite.
+#   ./scripts/test.sh            everything
+#   ./scripts/test.sh --quick    the normal build only
+# Sanitizer runs use smaller crash-test budgets (AMBER_CRASH_ITERATIONS) to fit CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+jobs=$(nproc)
+step() { printf '\n=== %s\n' "$*"; }
+
+step "build and test (RelWithDebInfo)"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j "$jobs"
+ctest --test-dir build --output-on-failure -j "$jobs"
+
+step "install and build a find_package(amber) consumer"
+./tests/install/run.sh build
+
+[ "${1:-}" = "--quick" ] && exit 0
+
+step "ASan+UBSan build and test"
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DAMBER_SANITIZE=address,undefined >/dev/null
+cmake --build build-asan -j "$jobs" --target amber_tests crash_worker
+AMBER_CRASH_ITERATIONS=20 ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j "$jobs"
+
+step "TSan build and test"
+cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAMBER_SANITIZE=thread >/dev/null
+cmake --build build-tsan -j "$jobs" --target amber_tests crash_worker
+AMBER_CRASH_ITERATIONS=10 TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -j "$jobs"

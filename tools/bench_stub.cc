@@ -1,0 +1,1 @@
+namespace amber::cli { struct Args; int CmdBench(const Args&) { return 2; } }
