@@ -161,5 +161,46 @@ TEST(Engine, ThrottledWriteOutKeepsTheRate) {
   EXPECT_GT(secs, 0.3);
 }
 
+// With a 60 s interval, a mutator that dirties more than a quarter of the log
+// must still get checkpoints (early ones, triggered by the dirty count) so no
+// checkpoint ever outgrows the log; nothing may be lost or fail.
+TEST(Engine, DirtySetTriggersEarlyCheckpoints) {
+  TempDir dir;
+  auto path = dir.File("early.amber");
+  Options o = TestOptions();
+  o.log_size = 4 << 20;
+  o.checkpoint_interval_ms = 60000;
+  constexpr size_t kBytes = 24 << 20;  // six times the log
+  {
+    auto heap = Heap::Open(path, o);
+    ASSERT_TRUE(heap.ok());
+    auto block = (*heap)->Root<uint64_t*>("block");
+    ASSERT_TRUE(block.ok());
+    auto* data = static_cast<uint64_t*>((*heap)->Allocate(kBytes, 4096));
+    ASSERT_NE(data, nullptr);
+    {
+      Section s(**heap);
+      **block = data;
+    }
+    // Dirty 64 KiB per Section, pausing 1 ms between, so the timer's 50 ms
+    // polls see the dirty set grow past a quarter of the log many times.
+    for (size_t off = 0; off < kBytes / 8; off += 8192) {
+      {
+        Section s(**heap);
+        for (size_t i = off; i < off + 8192; i += 512) data[i] = i + 1;
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(1000));
+    }
+    Stats st = (*heap)->GetStats();
+    EXPECT_GT(st.checkpoints, 3u) << "no early checkpoints with a 60 s interval";
+    EXPECT_EQ(st.checkpoint_errors, 0u) << st.last_error;
+    ASSERT_TRUE((*heap)->Close().ok());
+  }
+  auto heap = Heap::Open(path, o);
+  ASSERT_TRUE(heap.ok());
+  uint64_t* data = **(*heap)->Root<uint64_t*>("block");
+  for (size_t i = 0; i < kBytes / 8; i += 512) ASSERT_EQ(data[i], i + 1) << i;
+}
+
 }  // namespace
 }  // namespace amber

@@ -268,14 +268,49 @@ void Checkpointer::WriterLoop() {
   cv_.notify_all();
 }
 
+uint64_t Checkpointer::DirtyBytes() {
+  std::lock_guard<std::mutex> cl(capture_mu_);  // CountDirty must not overlap Collect
+  uint64_t scan;
+  {
+    std::lock_guard<std::mutex> al(*deps_.alloc_mutex);
+    scan = format::RoundUp(deps_.scan_bytes(), kPageSize);
+  }
+  auto n = deps_.tracker->CountDirty(scan);
+  return n.ok() ? *n * kPageSize : 0;
+}
+
 void Checkpointer::TimerLoop() {
+  // Wakes at least every 50 ms: a checkpoint is due when the interval has passed,
+  // or early when the dirty set passes a quarter of the log, so that a fast
+  // mutator never dirties more than one checkpoint can hold.
   const auto interval = std::chrono::milliseconds(options_.checkpoint_interval_ms);
+  const auto poll = std::min<std::chrono::milliseconds>(interval, std::chrono::milliseconds(50));
+  const uint64_t log_size = deps_.store->superblock().log_size;
+  auto last = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> l(mu_);
   while (!timer_stop_) {
-    if (timer_cv_.wait_for(l, interval, [&] { return timer_stop_; })) break;
+    if (timer_cv_.wait_for(l, poll, [&] { return timer_stop_; })) break;
+    const bool queue_full = queue_.size() >= kMaxQueued;
     l.unlock();
-    uint64_t gen;
-    Capture(&gen).IgnoreError();  // failures are counted in the stats
+    const bool due = std::chrono::steady_clock::now() - last >= interval;
+    const uint64_t dirty = due && !queue_full ? 0 : DirtyBytes();
+    if (queue_full && dirty > log_size / 2) {
+      // The writer is behind and the next checkpoint is getting as large as
+      // the log allows: hold Sections back until the writer catches up (as
+      // KeyKOS stalls the dirtying process), instead of failing later.
+      deps_.gate->Close();
+      {
+        std::unique_lock<std::mutex> w(mu_);
+        ++holds_;
+        cv_.wait(w, [&] { return queue_.size() < kMaxQueued || stopping_; });
+      }
+      deps_.gate->Open();
+    }
+    if (due || dirty > log_size / 4) {
+      last = std::chrono::steady_clock::now();
+      uint64_t gen;
+      Capture(&gen).IgnoreError();  // failures are counted in the stats
+    }
     l.lock();
   }
 }
@@ -294,9 +329,11 @@ void Checkpointer::FillStats(Stats* st) const {
     st->pause_ms_min = v.front();
     st->pause_ms_max = v.back();
     st->pause_ms_median = v[v.size() / 2];
+    st->pause_ms_p99 = v[std::min(v.size() - 1, v.size() * 99 / 100)];
     st->pause_ms_last = pauses_ms_.back();
   }
   st->staging_bytes = pool_.bytes();
+  st->backpressure_holds = holds_;
 }
 
 }  // namespace amber

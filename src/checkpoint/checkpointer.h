@@ -81,6 +81,8 @@ class Checkpointer {
   };
   void WriterLoop();
   void TimerLoop();
+  // Bytes written since the last capture (no side effects).
+  uint64_t DirtyBytes();
 
   Deps deps_;
   Options options_;
@@ -107,7 +109,7 @@ class Checkpointer {
   bool timer_stop_ = false;
   bool writer_exited_ = false;
   std::vector<double> pauses_ms_;
-  uint64_t checkpoints_ = 0, errors_ = 0, pages_written_ = 0, migrations_ = 0;
+  uint64_t checkpoints_ = 0, errors_ = 0, pages_written_ = 0, migrations_ = 0, holds_ = 0;
   std::string last_error_;
 
   std::thread writer_;

@@ -45,6 +45,11 @@ class FullTracker final : public DirtyTracker {
     return Status::OK();
   }
 
+  Result<uint64_t> CountDirty(size_t scan_bytes) override {
+    if (scan_bytes > len_) return InvalidArgument("CountDirty: scan beyond the tracked range");
+    return (uint64_t{scan_bytes} + page_size_ - 1) / page_size_;
+  }
+
  private:
   const size_t len_;
   const size_t page_size_;

@@ -41,6 +41,12 @@ class DirtyTracker {
   // must not exceed the tracked length. On error *pages may hold a prefix; the
   // caller must then treat the whole scanned range as dirty.
   virtual Status Collect(size_t scan_bytes, std::vector<uint64_t>* pages) = 0;
+
+  // How many pages in [base, base + scan_bytes) are written since the last
+  // Collect, without changing anything (no re-protection). Used to start a
+  // checkpoint early, or hold mutators back, before the dirty set outgrows the
+  // log. Same threading rule as Collect (not concurrently with it).
+  virtual Result<uint64_t> CountDirty(size_t scan_bytes) = 0;
 };
 
 // Starts tracking [base, base + len) (page aligned, already mapped). After it

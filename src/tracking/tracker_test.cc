@@ -53,11 +53,10 @@ const std::string& UffdUnavailableReason() {
   return *reason;
 }
 
-#define SKIP_IF_NO_UFFD()                                                               \
-  do {                                                                                  \
-    if (!UffdUnavailableReason().empty())                                               \
-      GTEST_SKIP() << "userfaultfd async write-protect unavailable: "                   \
-                   << UffdUnavailableReason();                                          \
+#define SKIP_IF_NO_UFFD()                                                                         \
+  do {                                                                                            \
+    if (!UffdUnavailableReason().empty())                                                         \
+      GTEST_SKIP() << "userfaultfd async write-protect unavailable: " << UffdUnavailableReason(); \
   } while (0)
 
 // A page-aligned region of memory the tests track: anonymous, or a MAP_PRIVATE
@@ -74,8 +73,8 @@ class Region {
       flags |= MAP_ANONYMOUS;
     } else {
       const char* dir = std::getenv("TMPDIR");
-      std::string path = std::string(dir != nullptr && *dir != '\0' ? dir : "/tmp") +
-                         "/amber_tracker_test_XXXXXX";
+      std::string path =
+          std::string(dir != nullptr && *dir != '\0' ? dir : "/tmp") + "/amber_tracker_test_XXXXXX";
       fd = mkstemp(path.data());
       if (fd < 0) return;
       unlink(path.c_str());
@@ -137,8 +136,8 @@ class TrackerUffd : public ::testing::TestWithParam<Region::Kind> {
   }
 
   std::unique_ptr<DirtyTracker> Track() {
-    auto t = CreateTracker(Env::Default(), region_->base(), region_->len(),
-                           TrackingMode::kUffdAsync);
+    auto t =
+        CreateTracker(Env::Default(), region_->base(), region_->len(), TrackingMode::kUffdAsync);
     EXPECT_TRUE(t.ok()) << t.status().ToString();
     if (!t.ok()) return nullptr;
     EXPECT_STREQ((*t)->name(), "uffd-wp-async");
@@ -309,9 +308,8 @@ TEST_P(TrackerUffd, ConcurrentWritesAreNeverLost) {
     ++collects;
     for (; seen < done; ++seen) required[log[seen + 1]] = first_seq + seen + 1;
     for (uint64_t p = 0; p < n; ++p) {
-      ASSERT_GE(shadow[p], required[p])
-          << "write of " << required[p] - first_seq << " to page " << p
-          << " was lost (collect #" << collects << ")";
+      ASSERT_GE(shadow[p], required[p]) << "write of " << required[p] - first_seq << " to page "
+                                        << p << " was lost (collect #" << collects << ")";
       if (final_round) {
         ASSERT_EQ(shadow[p], word(p).load(std::memory_order_relaxed)) << "page " << p;
       }
@@ -428,8 +426,7 @@ TEST(TrackerCreate, ForcedUffdWithoutKernelSupportIsNotSupported) {
   EXPECT_EQ(t.status().code(), Code::kNotSupported);
   EXPECT_NE(t.status().message().find("Function not implemented"), std::string::npos)
       << t.status().ToString();
-  EXPECT_NE(t.status().message().find("uffd-wp-async"), std::string::npos)
-      << t.status().ToString();
+  EXPECT_NE(t.status().message().find("uffd-wp-async"), std::string::npos) << t.status().ToString();
 }
 
 TEST(TrackerCreate, ForcedUffdDeniedIsNotSupportedToo) {
@@ -439,8 +436,7 @@ TEST(TrackerCreate, ForcedUffdDeniedIsNotSupportedToo) {
   auto t = CreateTracker(&env, region.base(), region.len(), TrackingMode::kUffdAsync);
   ASSERT_FALSE(t.ok());
   EXPECT_EQ(t.status().code(), Code::kNotSupported);
-  EXPECT_NE(t.status().message().find("not permitted"), std::string::npos)
-      << t.status().ToString();
+  EXPECT_NE(t.status().message().find("not permitted"), std::string::npos) << t.status().ToString();
 }
 
 TEST(TrackerCreate, AutoFallsBackToFull) {
@@ -557,6 +553,43 @@ TEST(TrackerCreate, DestroyingTheTrackerStopsTracking) {
   auto t = CreateTracker(Env::Default(), region.base(), region.len(), TrackingMode::kUffdAsync);
   ASSERT_TRUE(t.ok()) << t.status().ToString();
   EXPECT_TRUE(CollectAll(t->get(), region.len()).empty());
+}
+
+}  // namespace
+}  // namespace amber
+
+namespace amber {
+namespace {
+
+// CountDirty reports written pages without consuming them: Collect still sees
+// them afterwards, and only then does the count drop to zero.
+TEST(TrackerCount, CountsWithoutConsuming) {
+  const size_t len = 256 * 4096;
+  void* mem = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(mem, MAP_FAILED);
+  for (TrackingMode mode : {TrackingMode::kAuto, TrackingMode::kFull}) {
+    auto tracker = CreateTracker(Env::Default(), mem, len, mode);
+    ASSERT_TRUE(tracker.ok()) << tracker.status().ToString();
+    const bool full = std::string((*tracker)->name()) == "full";
+    auto* bytes = static_cast<char*>(mem);
+    for (int p : {3, 4, 100, 200}) bytes[p * 4096] = 1;
+    for (int round = 0; round < 2; ++round) {
+      auto n = (*tracker)->CountDirty(len);
+      ASSERT_TRUE(n.ok());
+      EXPECT_EQ(*n, full ? 256u : 4u);
+    }
+    std::vector<uint64_t> pages;
+    ASSERT_TRUE((*tracker)->Collect(len, &pages).ok());
+    if (!full) {
+      EXPECT_EQ(pages, (std::vector<uint64_t>{3, 4, 100, 200}));
+      EXPECT_EQ(*(*tracker)->CountDirty(len), 0u);
+      EXPECT_EQ(*(*tracker)->CountDirty(150 * 4096), 0u);
+      bytes[150 * 4096] = 2;
+      EXPECT_EQ(*(*tracker)->CountDirty(150 * 4096), 0u);  // outside the scanned range
+      EXPECT_EQ(*(*tracker)->CountDirty(len), 1u);
+    }
+  }
+  munmap(mem, len);
 }
 
 }  // namespace

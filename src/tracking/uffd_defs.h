@@ -50,8 +50,8 @@
 #ifndef PAGEMAP_SCAN
 
 // Category bits: masks in pm_scan_arg, and reported in page_region.categories.
-#define PAGE_IS_WPALLOWED (1 << 0)   // the page's VMA has async write-protect
-#define PAGE_IS_WRITTEN (1 << 1)     // written since it was last write-protected
+#define PAGE_IS_WPALLOWED (1 << 0)  // the page's VMA has async write-protect
+#define PAGE_IS_WRITTEN (1 << 1)    // written since it was last write-protected
 #define PAGE_IS_FILE (1 << 2)
 #define PAGE_IS_PRESENT (1 << 3)
 #define PAGE_IS_SWAPPED (1 << 4)

@@ -96,6 +96,7 @@ class UffdTracker final : public DirtyTracker {
 
   Status Init();
   Status Collect(size_t scan_bytes, std::vector<uint64_t>* pages) override;
+  Result<uint64_t> CountDirty(size_t scan_bytes) override;
 
  private:
   Status OpenUserfaultFd();
@@ -240,6 +241,23 @@ Status UffdTracker::Collect(size_t scan_bytes, std::vector<uint64_t>* pages) {
     if (*n < regions_.size()) break;
   }
   return Status::OK();
+}
+
+Result<uint64_t> UffdTracker::CountDirty(size_t scan_bytes) {
+  if (scan_bytes > len_) return InvalidArgument("CountDirty: scan beyond the tracked range");
+  const uint64_t end = base_ + ((uint64_t{scan_bytes} + page_size_ - 1) & ~uint64_t{page_size_ - 1});
+  uint64_t cursor = base_, count = 0;
+  while (cursor < end) {
+    // Report-only: without PM_SCAN_WP_MATCHING nothing is re-protected.
+    Result<size_t> n = Scan(cursor, end, PM_SCAN_CHECK_WPASYNC);
+    if (!n.ok()) return n.status();
+    for (size_t i = 0; i < *n; ++i) {
+      count += (regions_[i].end - regions_[i].start) >> page_shift_;
+      cursor = regions_[i].end;
+    }
+    if (*n < regions_.size()) break;
+  }
+  return count;
 }
 
 }  // namespace
