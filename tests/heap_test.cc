@@ -247,5 +247,19 @@ TEST(Heap, ConcurrentCommitsShareCheckpoints) {
   EXPECT_EQ((**counters)[7], 25u);
 }
 
+TEST(Heap, UseAfterCloseFailsCleanly) {
+  TempDir dir;
+  auto heap = MustOpen(dir.File("h.amber"));
+  ASSERT_TRUE(heap->Root<int>("x").ok());
+  ASSERT_TRUE(heap->Close().ok());
+  EXPECT_TRUE(heap->Close().ok());  // idempotent
+  EXPECT_EQ(heap->Checkpoint().code(), Code::kFailedPrecondition);
+  EXPECT_EQ(heap->Commit().code(), Code::kFailedPrecondition);
+  EXPECT_EQ(heap->Root<int>("x").status().code(), Code::kFailedPrecondition);
+  EXPECT_EQ(heap->Allocate(16), nullptr);
+  EXPECT_EQ(heap->GetStats().heap_used, 0u);
+  EXPECT_EQ(heap->path(), dir.File("h.amber"));
+}
+
 }  // namespace
 }  // namespace amber

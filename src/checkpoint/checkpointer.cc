@@ -234,12 +234,9 @@ void Checkpointer::WriterLoop() {
     cv_.notify_all();  // a capture may be waiting for queue room
     Status s = deps_.store->AppendGeneration(job.gen, job.pages, job.runs, job.heap_used,
                                              job.capture_us);
-    // Migrate once the log is half full, so a burst of checkpoints still fits.
-    Status ms;
-    const bool migrate = s.ok() && deps_.store->LogUsed() * 2 > log_size;
-    if (migrate) ms = deps_.store->Migrate();
     for (auto& b : job.buffers) pool_.Put(std::move(b));
     {
+      // Report durability first: waiters must not pay for a migration.
       std::lock_guard<std::mutex> l(mu_);
       processed_gen_ = job.gen;
       if (s.ok()) {
@@ -253,15 +250,18 @@ void Checkpointer::WriterLoop() {
         while (failed_.size() > 1024) failed_.erase(failed_.begin());
         MergeSorted(&carry_, job.pages);  // retried by the next capture
       }
-      if (migrate) {
-        if (ms.ok()) {
-          ++migrations_;
-        } else {
-          last_error_ = ms.WithContext("migration").ToString();
-        }
-      }
     }
     cv_.notify_all();
+    // Migrate once the log is half full, so a burst of checkpoints still fits.
+    if (s.ok() && deps_.store->LogUsed() * 2 > log_size) {
+      Status ms = deps_.store->Migrate();
+      std::lock_guard<std::mutex> l(mu_);
+      if (ms.ok()) {
+        ++migrations_;
+      } else {
+        last_error_ = ms.WithContext("migration").ToString();
+      }
+    }
   }
   std::lock_guard<std::mutex> l(mu_);
   writer_exited_ = true;
@@ -295,8 +295,8 @@ void Checkpointer::TimerLoop() {
     const bool due = std::chrono::steady_clock::now() - last >= interval;
     const uint64_t dirty = due && !queue_full ? 0 : DirtyBytes();
     if (queue_full && dirty > log_size / 2) {
-      // The writer is behind and the next checkpoint is getting as large as
-      // the log allows: hold Sections back until the writer catches up (as
+      // The writer is behind and the next checkpoint is getting close to what
+      // the log can hold: hold Sections back until the writer catches up (as
       // KeyKOS stalls the dirtying process), instead of failing later.
       deps_.gate->Close();
       {

@@ -37,7 +37,7 @@ Result<StagingBuffer> StagingPool::Get(size_t bytes) {
     return b;
   }
   // Round up generously so that a slowly growing dirty set reuses buffers.
-  size_t cap = std::max<size_t>(size_t{1} << 20, bytes + bytes / 2);
+  size_t cap = std::max<size_t>(size_t{1} << 20, bytes + bytes / 8);
   cap = (cap + (size_t{2} << 20) - 1) & ~((size_t{2} << 20) - 1);
   auto p = env_->Map(nullptr, cap, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
@@ -51,7 +51,7 @@ void StagingPool::Put(StagingBuffer buffer) {
   std::lock_guard<std::mutex> l(mu_);
   outstanding_ -= buffer.capacity();
   free_.push_back(std::move(buffer));
-  if (free_.size() > 3) {  // drop the smallest
+  if (free_.size() > 2) {  // keep two for reuse; drop the smallest
     auto smallest = std::min_element(free_.begin(), free_.end(), [](auto& a, auto& b) {
       return a.capacity() < b.capacity();
     });

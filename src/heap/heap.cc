@@ -34,7 +34,7 @@ class Heap::Impl {
   size_t capacity = 0;
   bool mapped = false;
   std::unique_ptr<DirtyTracker> tracker;
-  HeapAllocator* allocator = nullptr;
+  std::unique_ptr<HeapAllocator> allocator;  // the process-side handle; state is in the heap
   HeapHeader* header = nullptr;
   Gate gate;
   std::unique_ptr<Checkpointer> checkpointer;
@@ -42,6 +42,7 @@ class Heap::Impl {
   std::mutex root_mu;
   bool closed = false;
   Heap* owner = nullptr;
+  std::string path;
 
   ~Impl() {
     checkpointer.reset();
@@ -131,6 +132,7 @@ Result<std::unique_ptr<Heap>> Heap::Open(const std::string& path, const Options&
   auto impl = std::make_unique<Impl>();
   impl->env = options.env != nullptr ? options.env : Env::Default();
   impl->options = options;
+  impl->path = path;
   Env* env = impl->env;
 
   AMBER_ASSIGN_OR_RETURN(impl->store, Store::Open(env, path, options, Store::Mode::kReadWrite));
@@ -172,15 +174,17 @@ Result<std::unique_ptr<Heap>> Heap::Open(const std::string& path, const Options&
     if (header->version != kHeapVersion || header->allocator_offset != kAllocatorOffset ||
         header->root_count > kMaxRoots)
       return Corruption(path + ": heap header has an unknown version or layout");
-    AMBER_ASSIGN_OR_RETURN(impl->allocator,
+    AMBER_ASSIGN_OR_RETURN(HeapAllocator * a,
                            HeapAllocator::Attach(impl->base + kAllocatorOffset, alloc_len));
+    impl->allocator.reset(a);
   } else {
     // A new heap (or one never checkpointed): it must be all zeros to be formatted.
     const char* p = impl->base;
     if (!std::all_of(p, p + sizeof(HeapHeader), [](char c) { return c == 0; }))
       return Corruption(path + ": heap header is damaged (bad magic)");
-    AMBER_ASSIGN_OR_RETURN(impl->allocator,
+    AMBER_ASSIGN_OR_RETURN(HeapAllocator * a,
                            HeapAllocator::Format(impl->base + kAllocatorOffset, alloc_len));
+    impl->allocator.reset(a);
     header->version = kHeapVersion;
     header->allocator_offset = kAllocatorOffset;
     std::memcpy(header->magic, kHeapMagic, sizeof(kHeapMagic));
@@ -190,7 +194,7 @@ Result<std::unique_ptr<Heap>> Heap::Open(const std::string& path, const Options&
   impl->limiter = std::make_unique<RateLimiter>(options.write_bandwidth_limit);
   store.SetRateLimiter(impl->limiter.get());
 
-  HeapAllocator* alloc = impl->allocator;
+  HeapAllocator* alloc = impl->allocator.get();
   Checkpointer::Deps deps{&store, impl->tracker.get(), &impl->gate, &alloc->mutex(),
                           [alloc] { return kAllocatorOffset + alloc->HighWater(); }, impl->base};
   impl->checkpointer = std::make_unique<Checkpointer>(deps, options);
@@ -221,6 +225,8 @@ Status Heap::Close() {
   im.closed = true;
   im.checkpointer.reset();
   im.tracker.reset();
+  im.allocator.reset();  // its state lives in the mapping about to go away
+  im.header = nullptr;
   if (im.mapped) {
     Status u = im.env->Unmap(im.base, im.capacity);
     if (s.ok()) s = u;
@@ -282,6 +288,7 @@ void Heap::LeaveSection() {
 
 Result<void*> Heap::RootSlot(std::string_view name, size_t size, size_t align, uint64_t type_tag,
                              bool* created) {
+  if (impl_->closed) return FailedPrecondition("heap is closed");
   if (name.empty()) return InvalidArgument("root name is empty");
   HeapHeader* h = impl_->header;
   const uint64_t hash = Fnv(name);
@@ -347,6 +354,6 @@ bool Heap::Contains(const void* p) const {
   auto a = static_cast<const char*>(p);
   return a >= impl_->base && a < impl_->base + impl_->capacity;
 }
-const std::string& Heap::path() const { return impl_->store->path(); }
+const std::string& Heap::path() const { return impl_->path; }
 
 }  // namespace amber
