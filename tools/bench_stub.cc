@@ -1,1 +1,0 @@
-namespace amber::cli { struct Args; int CmdBench(const Args&) { return 2; } }
