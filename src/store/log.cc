@@ -188,15 +188,18 @@ Status Store::AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
   h.heap_used = heap_used;
   h.capture_us = capture_us;
   auto* entries = reinterpret_cast<GenEntry*>(scratch_.data() + sizeof(GenHeader));
-  uint64_t i = 0;
-  for (const ImageRun& run : images) {
-    for (uint64_t j = 0; j < run.pages && i < n; ++j, ++i) {
-      entries[i].page = pages[i];
-      entries[i].crc = crc32c::Value(run.data + j * kPageSize, kPageSize);
-      entries[i].pad = 0;
-    }
+  std::vector<const char*> image_ptrs;
+  image_ptrs.reserve(n);
+  for (const ImageRun& run : images)
+    for (uint64_t j = 0; j < run.pages; ++j) image_ptrs.push_back(run.data + j * kPageSize);
+  if (image_ptrs.size() != n) return Internal("image runs do not cover the generation's pages");
+  std::vector<uint32_t> crcs(n);
+  crc32c::ValuePages(image_ptrs.data(), n, kPageSize, crcs.data());
+  for (uint64_t i = 0; i < n; ++i) {
+    entries[i].page = pages[i];
+    entries[i].crc = crcs[i];
+    entries[i].pad = 0;
   }
-  if (i != n) return Internal("image runs do not cover the generation's pages");
   uint32_t crc = crc32c::Value(&h, sizeof(h));
   h.crc = crc32c::Extend(crc, entries, n * sizeof(GenEntry));
   std::memcpy(scratch_.data(), &h, sizeof(h));
