@@ -30,3 +30,12 @@ step "TSan build and test"
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAMBER_SANITIZE=thread >/dev/null
 cmake --build build-tsan -j "$jobs" --target amber_tests crash_worker
 AMBER_CRASH_ITERATIONS=10 TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -j "$jobs"
+
+# --- Fuzzing (issue 4): a bounded run of the store-format fuzzer -----------------
+# libFuzzer + ASan + UBSan over open / recovery / verify of hostile store images
+# (tests/fuzz/store_fuzzer.cc); scripts/soak.sh runs it for longer.
+step "fuzz the store format for 45 s (clang, libFuzzer, ASan+UBSan)"
+./scripts/fuzz.sh 45
+
+step "peer benchmark suite, quick size (keeps it working; figures come from full runs)"
+./scripts/bench-peers.sh --quick
