@@ -115,6 +115,7 @@ Status Checkpointer::Capture(uint64_t* gen) {
     std::lock_guard<std::mutex> l(mu_);
     MergeSorted(&scratch_, carry_);
     carry_.clear();
+    job.writer_failures = writer_failures_;
   }
   MergeSorted(&scratch_, pre_);  // dirty before phase 1 but not copied there
   auto resume = [&] {
@@ -232,8 +233,18 @@ void Checkpointer::WriterLoop() {
       queue_.pop_front();
     }
     cv_.notify_all();  // a capture may be waiting for queue room
-    Status s = deps_.store->AppendGeneration(job.gen, job.pages, job.runs, job.heap_used,
-                                             job.capture_us);
+    Status s;
+    {
+      // Captured before an earlier generation failed: incomplete without its pages.
+      std::lock_guard<std::mutex> l(mu_);
+      if (job.writer_failures != writer_failures_ && !failed_.empty())
+        s = failed_.rbegin()->second.WithContext("generation " +
+                                                 std::to_string(failed_.rbegin()->first) +
+                                                 " before it failed");
+    }
+    if (s.ok())
+      s = deps_.store->AppendGeneration(job.gen, job.pages, job.runs, job.heap_used,
+                                        job.capture_us);
     for (auto& b : job.buffers) pool_.Put(std::move(b));
     {
       // Report durability first: waiters must not pay for a migration.
@@ -249,6 +260,7 @@ void Checkpointer::WriterLoop() {
         failed_[job.gen] = s;
         while (failed_.size() > 1024) failed_.erase(failed_.begin());
         MergeSorted(&carry_, job.pages);  // retried by the next capture
+        ++writer_failures_;
       }
     }
     cv_.notify_all();

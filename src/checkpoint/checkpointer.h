@@ -78,6 +78,7 @@ class Checkpointer {
     std::vector<ImageRun> runs;          // the images, in page order
     uint64_t heap_used = 0;
     uint64_t capture_us = 0;
+    uint64_t writer_failures = 0;  // writer_failures_ when it took the carried pages
   };
   void WriterLoop();
   void TimerLoop();
@@ -102,6 +103,10 @@ class Checkpointer {
   std::condition_variable timer_cv_;
   std::deque<Job> queue_;
   std::vector<uint64_t> carry_;      // pages of failed generations, sorted
+  // Generations the writer failed. A job captured before the latest failure lacks
+  // that generation's pages (they were carried to a later capture), so publishing it
+  // would make a state that mixes two checkpoints: the writer fails it too.
+  uint64_t writer_failures_ = 0;
   uint64_t durable_gen_ = 0;         // newest generation made durable
   uint64_t processed_gen_ = 0;       // newest generation the writer finished (ok or not)
   std::map<uint64_t, Status> failed_;  // generation -> its error

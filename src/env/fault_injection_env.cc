@@ -507,6 +507,32 @@ Status FaultInjectionEnv::Unlink(const std::string& path) {
   return s;
 }
 
+Status FaultInjectionEnv::Rename(const std::string& from, const std::string& to,
+                                 bool no_replace) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // A machine without power renames nothing (Store::Create renames its temporary
+  // file only after syncing it: that rename must not happen after the cut).
+  if (powered_off_) return Status::OK();
+  Status s = target()->Rename(from, to, no_replace);
+  if (!s.ok()) return s;
+  // The file is now known by `to`: its pending operations, private fd and the
+  // user fds opened under `from` follow it. A file `to` replaced is gone.
+  std::erase_if(pending_, [&](const PendingWrite& w) { return w.path == to; });
+  for (PendingWrite& w : pending_)
+    if (w.path == from) w.path = to;
+  if (auto it = private_fds_.find(to); it != private_fds_.end()) {
+    target()->Close(it->second).IgnoreError();
+    private_fds_.erase(it);
+  }
+  if (auto it = private_fds_.find(from); it != private_fds_.end()) {
+    private_fds_.emplace(to, it->second);
+    private_fds_.erase(it);
+  }
+  for (auto& [fd, path] : fd_paths_)
+    if (path == from) path = to;
+  return Status::OK();
+}
+
 Result<void*> FaultInjectionEnv::Map(void* addr, size_t len, int prot, int flags, int fd,
                                      uint64_t off) {
   {

@@ -20,8 +20,10 @@
 //     through this Env are forwarded but not recorded.
 //   - A Sync or DataSync of an fd makes durable every pending operation on its path
 //     that completed before the sync started (fdatasync also persists the file size).
-//   - File creation, O_TRUNC at Open, and Unlink are durable immediately (no directory
-//     model); Unlink forgets the file's pending operations.
+//   - File creation, O_TRUNC at Open, Rename and Unlink are durable immediately (no
+//     directory model); Unlink forgets the file's pending operations, Rename moves them
+//     (and the fds opened under the old name) to the new name. Once the power is off,
+//     Rename and Unlink are no-ops like every other mutation.
 //   - Allocate inside the current file size changes no bytes and is not recorded.
 //   - Writes through shared file mappings are not seen (amber writes with PWrite).
 //   - The Env keeps its own O_RDWR fd (never O_DIRECT) per written path to read the
@@ -177,6 +179,8 @@ class FaultInjectionEnv : public EnvWrapper {
   Result<FileInfo> StatPath(const std::string& path) override;
   Status Lock(int fd, bool exclusive) override;
   Status Unlink(const std::string& path) override;  // also forgets the path's pending ops
+  // Not counted and no errors injected; a no-op returning OK once the power is off.
+  Status Rename(const std::string& from, const std::string& to, bool no_replace) override;
   Result<void*> Map(void* addr, size_t len, int prot, int flags, int fd, uint64_t off) override;
   Result<int> UserfaultFd(int flags) override;
   Result<long> Ioctl(int fd, unsigned long request, void* arg) override;
@@ -208,7 +212,7 @@ class FaultInjectionEnv : public EnvWrapper {
   // ---- Crash points ("the power is already off") ----
 
   // After n more Sync/DataSync calls (the nth one is still applied) the power goes
-  // off: every later PWrite, Truncate, Allocate, Sync, DataSync and Unlink returns OK
+  // off: every later PWrite, Truncate, Allocate, Sync, DataSync, Rename and Unlink returns OK
   // without doing anything. n == 0 switches it off now; n < 0 disarms the crash point.
   void SetCrashAfterSyncs(int n);
   // The same, counting successful PWrite calls (the nth write is still applied).

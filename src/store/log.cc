@@ -42,6 +42,9 @@ Status Store::ReadGeneration(uint64_t pos, uint64_t min_gen, bool verify_pages,
   if (pos + total * kPageSize > sb.log_size)
     return Corruption(At(h.gen, pos) + ": runs past the end of the log");
   if (h.gen < min_gen) return Corruption(At(h.gen, pos) + ": older than expected");
+  if (h.heap_used > sb.capacity)
+    return Corruption(At(h.gen, pos) + ": heap_used " + std::to_string(h.heap_used) +
+                      " beyond the capacity");
   buf.resize(h.descriptor_pages * kPageSize);
   if (h.descriptor_pages > 1)
     AMBER_RETURN_IF_ERROR(env_->PRead(fd_, buf.data() + kPageSize,
@@ -73,8 +76,9 @@ Status Store::ReadGeneration(uint64_t pos, uint64_t min_gen, bool verify_pages,
   info->heap_used = h.heap_used;
   info->capture_us = h.capture_us;
   info->entries.resize(h.page_count);
-  std::memcpy(info->entries.data(), buf.data() + sizeof(GenHeader),
-              h.page_count * sizeof(GenEntry));
+  if (h.page_count > 0)  // an empty vector's data() may be null: no memcpy then
+    std::memcpy(info->entries.data(), buf.data() + sizeof(GenHeader),
+                h.page_count * sizeof(GenEntry));
   std::vector<uint64_t> seen;
   seen.reserve(h.page_count);
   for (uint64_t i = 0; i < h.page_count; ++i) {
@@ -88,7 +92,7 @@ Status Store::ReadGeneration(uint64_t pos, uint64_t min_gen, bool verify_pages,
     return Corruption(At(h.gen, pos) + ": a page appears twice");
   if (verify_pages) {
     constexpr uint64_t kBatch = 256;
-    std::vector<char> data(kBatch * kPageSize);
+    std::vector<char> data(std::min(kBatch, h.page_count) * kPageSize);
     for (uint64_t i = 0; i < h.page_count; i += kBatch) {
       uint64_t n = std::min(kBatch, h.page_count - i);
       AMBER_RETURN_IF_ERROR(env_->PRead(fd_, data.data(), n * kPageSize,

@@ -109,8 +109,18 @@ Status WriteZeros(Env* env, int fd, uint64_t off, uint64_t len) {
 Status Store::Create(Env* env, const std::string& path, const Options& options) {
   uint64_t capacity, base, log_size;
   AMBER_RETURN_IF_ERROR(ResolveCreateOptions(options, &capacity, &base, &log_size));
-  std::string tmp = path + ".creating." + std::to_string(::getpid());
-  AMBER_ASSIGN_OR_RETURN(int fd, env->Open(tmp, O_RDWR | O_CREAT | O_EXCL, 0600));
+  // A temporary name of our own: a crash or power cut before the rename leaves the
+  // file behind, and a later process may have the same pid, so skip names in use.
+  std::string tmp;
+  Result<int> opened = Status(Code::kAlreadyExists, "");
+  for (int attempt = 0; attempt < 100 && !opened.ok() &&
+                        opened.status().code() == Code::kAlreadyExists;
+       ++attempt) {
+    tmp = path + ".creating." + std::to_string(::getpid()) +
+          (attempt == 0 ? "" : "." + std::to_string(attempt));
+    opened = env->Open(tmp, O_RDWR | O_CREAT | O_EXCL, 0600);
+  }
+  AMBER_ASSIGN_OR_RETURN(int fd, std::move(opened));
   auto fail = [&](Status s) {
     env->Close(fd).IgnoreError();
     env->Unlink(tmp).IgnoreError();

@@ -15,6 +15,7 @@
 // const inspection calls may be used from any thread concurrently with it.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -98,8 +99,10 @@ class Store {
   Status Migrate();
   // Recovery at open: Migrate(), then optionally VerifyHome(heap_used).
   Status Recover(bool verify_home);
-  // Checks the checksum of every home page below used_bytes. progress(done, total)
-  // is called now and then if given. kCorruption naming the first bad page.
+  // Checks the checksum of every home page below used_bytes, except pages that an
+  // unmigrated generation in the log supersedes (their log images count; a read-only
+  // open does not migrate). progress(done, total) is called now and then if given.
+  // kCorruption naming the first bad page.
   Status VerifyHome(uint64_t used_bytes,
                     const std::function<void(uint64_t, uint64_t)>& progress = nullptr) const;
 
@@ -131,9 +134,10 @@ class Store {
   bool created_ = false;
   mutable std::mutex mu_;  // guards sb_
   format::Superblock sb_{};
-  uint64_t bytes_written_ = 0;
-  uint64_t syncs_ = 0;
-  uint64_t migrations_ = 0;
+  // Atomic: written by the writer thread, read by Heap::GetStats() from any thread.
+  std::atomic<uint64_t> bytes_written_{0};
+  std::atomic<uint64_t> syncs_{0};
+  std::atomic<uint64_t> migrations_{0};
   std::vector<char> scratch_;  // reused I/O buffer (writer thread only)
   // A superblock whose generation's data is durable but whose own write failed:
   // it may or may not be on disk, so it is published again (same sequence)

@@ -35,8 +35,9 @@ Status ValidateSuperblock(const Superblock& sb, uint64_t file_size) {
                         ", this build uses " + std::to_string(kPageSize));
   if (sb.arch != kArchX86_64)
     return NotSupported("store was written on another architecture (tag " + Hex(sb.arch) + ")");
-  if (sb.base_address == 0 || sb.base_address % kPageSize != 0)
-    return Corruption("superblock: base address " + Hex(sb.base_address) + " not page aligned");
+  if (sb.base_address < (uint64_t{1} << 24) || sb.base_address % kPageSize != 0)
+    return Corruption("superblock: base address " + Hex(sb.base_address) +
+                      " not page aligned or below 16 MiB");
   if (sb.capacity == 0 || sb.capacity % kPageSize != 0 || sb.capacity > (uint64_t{1} << 46))
     return Corruption("superblock: capacity " + std::to_string(sb.capacity) + " invalid");
   if (sb.base_address > (uint64_t{1} << 47) - sb.capacity)
