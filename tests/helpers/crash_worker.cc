@@ -1,19 +1,26 @@
 // crash_worker — the child process of the crash tests.
 //
 //   crash_worker run STORE SEED [--threads N] [--interval-ms MS] [--checkpoint-every K]
+//                    [--commit-threads C] [--log-kib L]
 //       Opens (or recovers) the store and extends per-thread hash chains forever,
 //       each step inside a Section, with automatic checkpoints every MS ms. Every
 //       K steps thread 0 calls Checkpoint() and, when it returns, prints
-//       "durable <steps of every chain>" on stdout. The test kills it with SIGKILL.
+//       "durable <steps of every chain>" and "migrations <count so far>" on stdout.
+//       With C > 0, threads 1..C also call Commit() every K/4 of their own steps and
+//       print "commit <thread> <steps of its chain>" when it returns (group commit
+//       under kill -9). L sets the log size when the store is created (a small log
+//       makes migration run every few checkpoints). The test kills it with SIGKILL.
 //   crash_worker verify STORE [MIN_STEPS...]
 //       Reopens the store and checks every chain is exactly a prefix of its
 //       deterministic sequence (a state some checkpoint captured, never a mix) and
 //       at least MIN_STEPS long. Prints "ok <steps...>" or "bad <reason>", exits 0/1.
+#include <atomic>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <algorithm>
 #include <string>
 #include <thread>
@@ -62,13 +69,15 @@ void Step(C& c, uint64_t t) {
     c.blobs[c.steps % 64] = Str(16 + v % 300, static_cast<char>('a' + v % 26));
   }
   c.hash = Mix(c.hash, v);
-  ++c.steps;
+  // Atomic: thread 0 reads every chain's length for its "durable" report while the
+  // chain's own thread extends it (Sections do not exclude each other).
+  std::atomic_ref<uint64_t>(c.steps).store(c.steps + 1, std::memory_order_release);
 }
 
-amber::Options WorkerOptions(uint32_t interval_ms) {
+amber::Options WorkerOptions(uint32_t interval_ms, uint64_t log_kib = 32 << 10) {
   amber::Options o;
   o.capacity = uint64_t{256} << 20;
-  o.log_size = uint64_t{32} << 20;
+  o.log_size = log_kib << 10;
   o.base_address = amber::testing::TestBase(1);
   o.checkpoint_interval_ms = interval_ms;
   o.checkpoint_on_close = false;
@@ -76,8 +85,17 @@ amber::Options WorkerOptions(uint32_t interval_ms) {
   return o;
 }
 
-int Run(const std::string& path, uint64_t seed, int threads, uint32_t interval_ms, uint64_t every) {
-  auto heap = amber::Heap::Open(path, WorkerOptions(interval_ms));
+std::mutex g_out_mu;  // one line at a time on stdout
+
+void Report(const std::string& line) {
+  std::lock_guard<std::mutex> l(g_out_mu);
+  std::printf("%s\n", line.c_str());
+  std::fflush(stdout);
+}
+
+int Run(const std::string& path, uint64_t seed, int threads, uint32_t interval_ms, uint64_t every,
+        int commit_threads, uint64_t log_kib) {
+  auto heap = amber::Heap::Open(path, WorkerOptions(interval_ms, log_kib));
   if (!heap.ok()) {
     std::fprintf(stderr, "open: %s\n", heap.status().ToString().c_str());
     return 2;
@@ -93,10 +111,23 @@ int Run(const std::string& path, uint64_t seed, int threads, uint32_t interval_m
   std::vector<std::thread> pool;
   for (int t = 1; t < threads; ++t) {
     pool.emplace_back([&, t] {
-      for (uint64_t i = 0;; ++i) {
-        amber::Section s(**heap);
-        Step(r->chains[t], static_cast<uint64_t>(t));
+      const bool commits = t <= commit_threads;
+      const uint64_t commit_every = std::max<uint64_t>(1, every / 4);
+      for (uint64_t i = 1;; ++i) {
+        {
+          amber::Section s(**heap);
+          Step(r->chains[t], static_cast<uint64_t>(t));
+        }
         if ((i + seed) % 1024 == 0) std::this_thread::yield();
+        if (commits && (i + seed) % commit_every == 0) {
+          const uint64_t steps = r->chains[t].steps;  // only this thread writes chain t
+          amber::Status st = (*heap)->Commit();
+          if (!st.ok()) {
+            std::fprintf(stderr, "commit: %s\n", st.ToString().c_str());
+            std::_Exit(3);
+          }
+          Report("commit " + std::to_string(t) + " " + std::to_string(steps));
+        }
       }
     });
   }
@@ -111,7 +142,8 @@ int Run(const std::string& path, uint64_t seed, int threads, uint32_t interval_m
       std::vector<uint64_t> steps;
       {
         amber::Section s(**heap);
-        for (int t = 0; t < threads; ++t) steps.push_back(r->chains[t].steps);
+        for (int t = 0; t < threads; ++t)
+          steps.push_back(std::atomic_ref<uint64_t>(r->chains[t].steps).load(std::memory_order_acquire));
       }
       amber::Status st = (*heap)->Checkpoint();
       if (!st.ok()) {
@@ -120,8 +152,8 @@ int Run(const std::string& path, uint64_t seed, int threads, uint32_t interval_m
       }
       std::string line = "durable";
       for (auto n : steps) line += " " + std::to_string(n);
-      std::printf("%s\n", line.c_str());
-      std::fflush(stdout);
+      Report(line);
+      Report("migrations " + std::to_string((*heap)->GetStats().migrations));
     }
   }
 }
@@ -187,11 +219,15 @@ int main(int argc, char** argv) {
   int threads = 1;
   uint32_t interval = 3;
   uint64_t every = 200;
+  int commit_threads = 0;
+  uint64_t log_kib = 32 << 10;
   for (int i = 4; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--commit-threads")) commit_threads = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--log-kib")) log_kib = std::strtoull(argv[i + 1], nullptr, 10);
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--interval-ms")) interval = static_cast<uint32_t>(std::atoi(argv[i + 1]));
     if (!std::strcmp(argv[i], "--checkpoint-every")) every = std::strtoull(argv[i + 1], nullptr, 10);
   }
   threads = std::max(1, std::min(threads, kMaxThreads));
-  return Run(path, seed, threads, interval, every);
+  return Run(path, seed, threads, interval, every, commit_threads, log_kib);
 }
