@@ -23,12 +23,12 @@ step "install and build a find_package(amber) consumer"
 
 step "ASan+UBSan build and test"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DAMBER_SANITIZE=address,undefined >/dev/null
-cmake --build build-asan -j "$jobs" --target amber_tests crash_worker
+cmake --build build-asan -j "$jobs" --target amber_tests crash_worker amber_cli
 AMBER_CRASH_ITERATIONS=20 ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j "$jobs"
 
 step "TSan build and test"
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAMBER_SANITIZE=thread >/dev/null
-cmake --build build-tsan -j "$jobs" --target amber_tests crash_worker
+cmake --build build-tsan -j "$jobs" --target amber_tests crash_worker amber_cli
 AMBER_CRASH_ITERATIONS=10 TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -j "$jobs"
 
 # --- Fuzzing (issue 4): a bounded run of the store-format fuzzer -----------------
