@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "env/env.h"
 #include "store/store.h"
+#include "util/hex.h"
 
 namespace amber::cli {
 namespace {
@@ -35,12 +36,6 @@ bool OneStore(const char* cmd, const Args& args) {
   if (args.positional.size() == 1) return true;
   std::fprintf(stderr, "usage: amber %s STORE [--json]\n", cmd);
   return false;
-}
-
-std::string Hex(uint64_t v) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "0x%" PRIx64, v);
-  return buf;
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include "heap/heap_header.h"
 #include "store/store.h"
 #include "tracking/tracker.h"
+#include "util/hex.h"
 
 namespace amber {
 
@@ -67,12 +68,6 @@ std::mutex g_registry_mu;
 // This thread's open sections, innermost last: (heap, 1 if it is that heap's
 // outermost section on this thread, else 0).
 thread_local std::vector<std::pair<Heap*, int>> t_sections;
-
-std::string Hex(uint64_t v) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "0x%" PRIx64, v);
-  return buf;
-}
 
 uint64_t Fnv(std::string_view s) {
   uint64_t h = 1469598103934665603ull;

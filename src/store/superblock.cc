@@ -5,18 +5,9 @@
 
 #include "store/format.h"
 #include "util/crc32c.h"
+#include "util/hex.h"
 
 namespace amber::format {
-namespace {
-
-std::string Hex(uint64_t v) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "0x%" PRIx64, v);
-  return buf;
-}
-
-}  // namespace
-
 void SealSuperblock(Superblock* sb) {
   sb->pad = 0;
   sb->crc = crc32c::Value(sb, offsetof(Superblock, crc));

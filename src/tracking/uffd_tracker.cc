@@ -48,6 +48,7 @@
 #include "tracking/tracker.h"
 #include "tracking/tracker_internal.h"
 #include "tracking/uffd_defs.h"
+#include "util/hex.h"
 
 namespace amber::tracking_internal {
 namespace {
@@ -59,12 +60,6 @@ constexpr uint64_t kRequiredFeatures = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_U
 // on its own; a larger user buffer only saves system calls when the dirty set
 // is badly fragmented.
 constexpr size_t kRegionBatch = 1024;
-
-std::string Hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof(buf), "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 std::string RangeText(uintptr_t start, uint64_t len) {
   return "[" + Hex(start) + ", " + Hex(start + len) + ")";
