@@ -27,29 +27,32 @@
 #include <type_traits>
 #include <utility>
 
+#include "amber/detail/gate_slot.h"
 #include "amber/options.h"
 #include "amber/status.h"
 
 namespace amber {
 
+class Section;
+
 struct Stats {
-  uint64_t checkpoints = 0;         // checkpoints made durable since open
-  uint64_t checkpoint_errors = 0;   // checkpoints that failed (I/O error, full log, ...)
-  uint64_t last_generation = 0;     // newest durable generation number
-  uint64_t pages_written = 0;       // heap pages written to the log since open
-  uint64_t bytes_written = 0;       // all bytes written to the store file since open
-  uint64_t migrations = 0;          // times committed generations were copied home
+  uint64_t checkpoints = 0;        // checkpoints made durable since open
+  uint64_t checkpoint_errors = 0;  // checkpoints that failed (I/O error, full log, ...)
+  uint64_t last_generation = 0;    // newest durable generation number
+  uint64_t pages_written = 0;      // heap pages written to the log since open
+  uint64_t bytes_written = 0;      // all bytes written to the store file since open
+  uint64_t migrations = 0;         // times committed generations were copied home
   double pause_ms_min = 0, pause_ms_median = 0, pause_ms_p99 = 0, pause_ms_max = 0,
          pause_ms_last = 0;
   uint64_t backpressure_holds = 0;  // times Sections were held back because the writer was behind
   uint64_t heap_capacity = 0;
-  uint64_t heap_used = 0;           // high-water mark of the heap
-  uint64_t heap_allocated = 0;      // bytes currently allocated
+  uint64_t heap_used = 0;       // high-water mark of the heap
+  uint64_t heap_allocated = 0;  // bytes currently allocated
   uint64_t log_size = 0;
-  uint64_t log_used = 0;            // bytes of the log holding unmigrated generations
-  uint64_t staging_bytes = 0;       // memory held for captured-but-unwritten pages
-  std::string tracking;             // "uffd-wp-async" or "full"
-  std::string last_error;           // last checkpoint error, empty if none
+  uint64_t log_used = 0;       // bytes of the log holding unmigrated generations
+  uint64_t staging_bytes = 0;  // memory held for captured-but-unwritten pages
+  std::string tracking;        // "uffd-wp-async" or "full"
+  std::string last_error;      // last checkpoint error, empty if none
 };
 
 class Heap {
@@ -62,7 +65,7 @@ class Heap {
   // address range is taken in this process), kPermissionDenied (owner), kNoSpace,
   // kIOError, or kInvalidArgument (bad options).
   [[nodiscard]] static Result<std::unique_ptr<Heap>> Open(const std::string& path,
-                                                         const Options& options = {});
+                                                          const Options& options = {});
 
   // Stops background threads; if options.checkpoint_on_close, takes a final
   // checkpoint first (errors ignored: use Close() to see them).
@@ -123,8 +126,11 @@ class Heap {
                          bool* created);
   void RootConstructed(std::string_view name);
   std::mutex& RootMutex();
-  void EnterSection();
-  void LeaveSection();
+  bool InSection() const;  // this thread has a Section of this heap open
+  // Out-of-line parts of Section (see detail/gate_slot.h).
+  detail::GateSlot* GateThreadSlot();
+  void GateWait(detail::GateSlot* s);
+  void GateWake(detail::GateSlot* s);
 
   template <class T>
   static std::string_view TypeName() {
@@ -144,21 +150,39 @@ class Heap {
   }
 
   std::unique_ptr<Impl> impl_;
+  detail::GateRef gate_;  // copied from the Impl's gate, for the inline Section
 };
 
 // RAII marker: "this thread is mutating the heap". A checkpoint waits until no
 // Section is open and holds new ones back while it captures (usually well under
-// a millisecond). Sections nest. Cheap: two atomic operations when no checkpoint
-// is running. Do not call Checkpoint()/Commit() from inside one.
+// a millisecond). Sections nest. Cheap: a few plain loads and stores to memory
+// the thread owns when no checkpoint is running (no locked instruction where
+// membarrier(2) is available). Do not call Checkpoint()/Commit() from inside one.
 class Section {
  public:
-  explicit Section(Heap& heap) : heap_(&heap) { heap_->EnterSection(); }
-  ~Section() { heap_->LeaveSection(); }
+  explicit Section(Heap& heap) : heap_(&heap) {
+    // Inline: see detail/gate_slot.h for why.
+    const detail::GateCache& c = detail::t_gate_cache;
+    slot_ = c.gate_id == heap.gate_.id ? c.slot : heap.GateThreadSlot();
+    if (detail::GateArrive(heap.gate_, slot_)) heap.GateWait(slot_);
+    outer_ = t_current;
+    if (outer_ != &heap) t_current = &heap;
+  }
+  ~Section() {
+    if (outer_ != heap_) t_current = outer_;
+    if (detail::GateDepart(heap_->gate_, slot_)) heap_->GateWake(slot_);
+  }
   Section(const Section&) = delete;
   Section& operator=(const Section&) = delete;
 
  private:
+  friend class Heap;
+  // The heap of this thread's innermost open Section (Heap::Current()).
+  static constinit thread_local Heap* t_current;
+
   Heap* heap_;
+  detail::GateSlot* slot_;
+  Heap* outer_;  // t_current when this Section began
 };
 
 template <class T, class... Args>

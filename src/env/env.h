@@ -50,12 +50,12 @@ class Env {
   virtual Status PRead(int fd, void* buf, size_t n, uint64_t off) = 0;
   // Writes exactly n bytes at off (retries partial writes and EINTR).
   virtual Status PWrite(int fd, const void* buf, size_t n, uint64_t off) = 0;
-  virtual Status DataSync(int fd) = 0;  // fdatasync(2)
-  virtual Status Sync(int fd) = 0;      // fsync(2); also used on directories
-  virtual Status Truncate(int fd, uint64_t size) = 0;                // ftruncate(2)
+  virtual Status DataSync(int fd) = 0;                 // fdatasync(2)
+  virtual Status Sync(int fd) = 0;                     // fsync(2); also used on directories
+  virtual Status Truncate(int fd, uint64_t size) = 0;  // ftruncate(2)
   virtual Status Allocate(int fd, uint64_t off, uint64_t len) = 0;  // fallocate(2), mode 0
-  virtual Result<FileInfo> Stat(int fd) = 0;                         // fstat(2)
-  virtual Result<FileInfo> StatPath(const std::string& path) = 0;    // stat(2)
+  virtual Result<FileInfo> Stat(int fd) = 0;                        // fstat(2)
+  virtual Result<FileInfo> StatPath(const std::string& path) = 0;   // stat(2)
   // flock(2) with LOCK_NB; kBusy if another open file description holds it.
   virtual Status Lock(int fd, bool exclusive) = 0;
   virtual Status Unlink(const std::string& path) = 0;
@@ -65,13 +65,15 @@ class Env {
   // mmap(2). Returns the mapped address; MAP_FAILED becomes an error.
   virtual Result<void*> Map(void* addr, size_t len, int prot, int flags, int fd, uint64_t off) = 0;
   virtual Status Unmap(void* addr, size_t len) = 0;
-  virtual Status Protect(void* addr, size_t len, int prot) = 0;  // mprotect(2)
+  virtual Status Protect(void* addr, size_t len, int prot) = 0;   // mprotect(2)
   virtual Status Advise(void* addr, size_t len, int advice) = 0;  // madvise(2)
 
   // userfaultfd(2) with the given flags (O_CLOEXEC, O_NONBLOCK, UFFD_USER_MODE_ONLY).
   virtual Result<int> UserfaultFd(int flags) = 0;
   // ioctl(2); returns the ioctl's non-negative return value.
   virtual Result<long> Ioctl(int fd, unsigned long request, void* arg) = 0;
+  // membarrier(2) with the given command (MEMBARRIER_CMD_*), flags 0.
+  virtual Status Membarrier(int cmd) = 0;
 
   // CLOCK_MONOTONIC and CLOCK_REALTIME in microseconds.
   virtual uint64_t NowMicros() = 0;
@@ -122,6 +124,7 @@ class EnvWrapper : public Env {
   Result<long> Ioctl(int fd, unsigned long request, void* arg) override {
     return target_->Ioctl(fd, request, arg);
   }
+  Status Membarrier(int cmd) override { return target_->Membarrier(cmd); }
   uint64_t NowMicros() override { return target_->NowMicros(); }
   uint64_t WallMicros() override { return target_->WallMicros(); }
 

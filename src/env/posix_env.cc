@@ -24,21 +24,38 @@ Status ErrnoToStatus(int err, std::string_view context) {
   Code code = Code::kIOError;
   switch (err) {
     case ENOSPC:
-    case EDQUOT: code = Code::kNoSpace; break;
-    case ENOENT: code = Code::kNotFound; break;
-    case EEXIST: code = Code::kAlreadyExists; break;
+    case EDQUOT:
+      code = Code::kNoSpace;
+      break;
+    case ENOENT:
+      code = Code::kNotFound;
+      break;
+    case EEXIST:
+      code = Code::kAlreadyExists;
+      break;
     case EACCES:
     case EPERM:
-    case EROFS: code = Code::kPermissionDenied; break;
-    case EWOULDBLOCK: code = Code::kBusy; break;
-    case ENOMEM: code = Code::kResourceExhausted; break;
+    case EROFS:
+      code = Code::kPermissionDenied;
+      break;
+    case EWOULDBLOCK:
+      code = Code::kBusy;
+      break;
+    case ENOMEM:
+      code = Code::kResourceExhausted;
+      break;
     case EINVAL:
     case ENOTDIR:
     case EISDIR:
-    case ENAMETOOLONG: code = Code::kInvalidArgument; break;
+    case ENAMETOOLONG:
+      code = Code::kInvalidArgument;
+      break;
     case ENOSYS:
-    case EOPNOTSUPP: code = Code::kNotSupported; break;
-    default: break;
+    case EOPNOTSUPP:
+      code = Code::kNotSupported;
+      break;
+    default:
+      break;
   }
   return Status(code, std::move(msg));
 }
@@ -182,6 +199,10 @@ class PosixEnv final : public Env {
     } while (r < 0 && errno == EINTR);
     if (r < 0) return ErrnoToStatus(errno, "ioctl " + std::to_string(request));
     return r;
+  }
+  Status Membarrier(int cmd) override {
+    if (::syscall(SYS_membarrier, cmd, 0u, 0) < 0) return ErrnoToStatus(errno, "membarrier");
+    return Status::OK();
   }
   uint64_t NowMicros() override { return ClockMicros(CLOCK_MONOTONIC); }
   uint64_t WallMicros() override { return ClockMicros(CLOCK_REALTIME); }

@@ -65,10 +65,6 @@ std::array<Slot, kMaxHeaps> g_heaps;
 std::atomic<Heap*> g_last{nullptr};
 std::mutex g_registry_mu;
 
-// This thread's open sections, innermost last: (heap, 1 if it is that heap's
-// outermost section on this thread, else 0).
-thread_local std::vector<std::pair<Heap*, int>> t_sections;
-
 uint64_t Fnv(std::string_view s) {
   uint64_t h = 1469598103934665603ull;
   for (char c : s) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
@@ -117,15 +113,16 @@ Heap* Heap::Containing(const void* p) {
 }
 
 Heap* Heap::Current() {
-  if (!t_sections.empty()) return t_sections.back().first;
+  if (Section::t_current != nullptr) return Section::t_current;
   return g_last.load(std::memory_order_acquire);
 }
 
-Heap::Heap(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Heap::Heap(std::unique_ptr<Impl> impl) : impl_(std::move(impl)), gate_(impl_->gate.ref()) {}
 
 Result<std::unique_ptr<Heap>> Heap::Open(const std::string& path, const Options& options) {
   auto impl = std::make_unique<Impl>();
   impl->env = options.env != nullptr ? options.env : Env::Default();
+  impl->gate.Init(impl->env);
   impl->options = options;
   impl->path = path;
   Env* env = impl->env;
@@ -140,9 +137,9 @@ Result<std::unique_ptr<Heap>> Heap::Open(const std::string& path, const Options&
   // until a checkpoint writes them out.
   impl->capacity = sb.capacity;
   auto want = reinterpret_cast<void*>(sb.base_address);
-  auto mapped = env->Map(want, sb.capacity, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_FIXED_NOREPLACE | MAP_NORESERVE, store.fd(),
-                         sb.home_offset);
+  auto mapped =
+      env->Map(want, sb.capacity, PROT_READ | PROT_WRITE,
+               MAP_PRIVATE | MAP_FIXED_NOREPLACE | MAP_NORESERVE, store.fd(), sb.home_offset);
   if (!mapped.ok() || *mapped != want) {
     if (mapped.ok()) env->Unmap(*mapped, sb.capacity).IgnoreError();  // old kernel: hint only
     Code code = mapped.ok() || mapped.status().code() == Code::kAlreadyExists
@@ -157,8 +154,8 @@ Result<std::unique_ptr<Heap>> Heap::Open(const std::string& path, const Options&
   impl->mapped = true;
 
   // Track writes from here on: everything mapped now equals the durable state.
-  AMBER_ASSIGN_OR_RETURN(impl->tracker, CreateTracker(env, impl->base, sb.capacity,
-                                                      options.tracking));
+  AMBER_ASSIGN_OR_RETURN(impl->tracker,
+                         CreateTracker(env, impl->base, sb.capacity, options.tracking));
 
   store.SetTrackingFlag(std::string_view(impl->tracker->name()) == "full" ? 2 : 1);
 
@@ -190,8 +187,12 @@ Result<std::unique_ptr<Heap>> Heap::Open(const std::string& path, const Options&
   store.SetRateLimiter(impl->limiter.get());
 
   HeapAllocator* alloc = impl->allocator.get();
-  Checkpointer::Deps deps{&store, impl->tracker.get(), &impl->gate, &alloc->mutex(),
-                          [alloc] { return kAllocatorOffset + alloc->HighWater(); }, impl->base};
+  Checkpointer::Deps deps{&store,
+                          impl->tracker.get(),
+                          &impl->gate,
+                          &alloc->mutex(),
+                          [alloc] { return kAllocatorOffset + alloc->HighWater(); },
+                          impl->base};
   impl->checkpointer = std::make_unique<Checkpointer>(deps, options);
   impl->checkpointer->Start();
 
@@ -243,43 +244,27 @@ void Heap::Deallocate(void* p) {
   impl_->allocator->Deallocate(p);
 }
 
-namespace {
-bool InSection(const Heap* heap) {
-  for (auto& [h, depth] : t_sections)
-    if (h == heap) return true;
-  return false;
-}
-}  // namespace
+bool Heap::InSection() const { return impl_->gate.Inside(); }
 
 Status Heap::Checkpoint() {
   if (impl_->closed) return FailedPrecondition("heap is closed");
-  if (InSection(this))
+  if (InSection())
     return FailedPrecondition("Checkpoint() called inside a Section would wait for itself");
   return impl_->checkpointer->Checkpoint();
 }
 
 Status Heap::Commit() {
   if (impl_->closed) return FailedPrecondition("heap is closed");
-  if (InSection(this))
+  if (InSection())
     return FailedPrecondition("Commit() called inside a Section would wait for itself");
   return impl_->checkpointer->Commit();
 }
 
-void Heap::EnterSection() {
-  // Only the outermost Section of this thread passes the gate: an inner one
-  // waiting at a closed gate would deadlock against the checkpoint waiting for
-  // the outer one.
-  const bool outermost = !InSection(this);
-  if (outermost) impl_->gate.Enter();
-  t_sections.emplace_back(this, outermost ? 1 : 0);
-}
+constinit thread_local Heap* Section::t_current = nullptr;
 
-void Heap::LeaveSection() {
-  assert(!t_sections.empty() && t_sections.back().first == this);
-  const bool outermost = t_sections.back().second == 1;
-  t_sections.pop_back();
-  if (outermost) impl_->gate.Leave();
-}
+detail::GateSlot* Heap::GateThreadSlot() { return impl_->gate.ThisThreadSlot(); }
+void Heap::GateWait(detail::GateSlot* s) { impl_->gate.Park(s); }
+void Heap::GateWake(detail::GateSlot* s) { impl_->gate.Wake(s); }
 
 Result<void*> Heap::RootSlot(std::string_view name, size_t size, size_t align, uint64_t type_tag,
                              bool* created) {
@@ -292,16 +277,16 @@ Result<void*> Heap::RootSlot(std::string_view name, size_t size, size_t align, u
     if (e.name_hash != hash) continue;
     if (e.size != size || e.type_tag != type_tag)
       return InvalidArgument("root '" + std::string(name) + "' exists with another type or size (" +
-                             std::to_string(e.size) + " bytes, asked for " +
-                             std::to_string(size) + ")");
+                             std::to_string(e.size) + " bytes, asked for " + std::to_string(size) +
+                             ")");
     if (e.offset + size > impl_->capacity) return Corruption("root table entry out of range");
     *created = e.state != RootState::kConstructed;
     return static_cast<void*>(impl_->base + e.offset);
   }
   if (h->root_count >= kMaxRoots) return ResourceExhausted("root table is full (64 roots)");
   void* p = impl_->allocator->Allocate(size == 0 ? 1 : size, std::max<size_t>(align, 16));
-  if (p == nullptr) return ResourceExhausted("heap is full: cannot allocate root '" +
-                                             std::string(name) + "'");
+  if (p == nullptr)
+    return ResourceExhausted("heap is full: cannot allocate root '" + std::string(name) + "'");
   RootEntry& e = h->roots[h->root_count];
   e.name_hash = hash;
   std::memset(e.name, 0, sizeof(e.name));
