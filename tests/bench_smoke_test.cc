@@ -254,7 +254,8 @@ TEST(BenchSmoke, WriteoutWithLimit) {
 TEST(BenchSmoke, Kv) {
   RunJson("kv", {"--keys", "20000", "--updates", "40000", "--interval-ms", "50"},
           {"updates_per_s", "updates_per_s_no_persistence", "ratio", "bytes_written",
-           "write_amplification", "peak_rss_bytes", "recover_ms", "recover_ms_no_verify"});
+           "write_amplification", "peak_rss_bytes", "recover_ms", "recover_ms_no_verify"},
+          {"recover_log_bytes"});
 }
 
 TEST(BenchSmoke, Commit) {

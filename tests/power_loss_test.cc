@@ -18,8 +18,9 @@
 //
 // Tests: every sync point (clean cut after sync N for every N, and a cut just
 // before each sync with each plan), sampled write points, every write of sampled
-// migrations, a second power cut at every write of the recovery that replays the
-// log, and garbled superblock / checksum-table sectors.
+// migrations, a second power cut at every write of the reopen that follows a crash
+// (recovery reads the log into the heap; the first checkpoint then migrates what
+// recovery left in the log), and garbled superblock / checksum-table sectors.
 //
 // The format assumes a 512-byte sector write is atomic (docs/format.md): the
 // superblock lives in one sector, and the home checksum table is updated in place
@@ -33,10 +34,9 @@
 //   AMBER_POWERLOSS_SEED=<seed>        replays the same sample of crash states;
 //   AMBER_POWERLOSS_ITERATIONS=<k>     explores k times more random states (soak).
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>
@@ -85,8 +85,9 @@ uint64_t Iterations() { return std::max<uint64_t>(1, EnvU64("AMBER_POWERLOSS_ITE
 std::string Replay() {
   return "replay: AMBER_POWERLOSS_SEED=" + std::to_string(Seed()) +
          " AMBER_POWERLOSS_ITERATIONS=" + std::to_string(Iterations()) + " amber_tests " +
-         "--gtest_filter=" + ::testing::UnitTest::GetInstance()->current_test_info()->test_suite_name() +
-         "." + ::testing::UnitTest::GetInstance()->current_test_info()->name();
+         "--gtest_filter=" +
+         ::testing::UnitTest::GetInstance()->current_test_info()->test_suite_name() + "." +
+         ::testing::UnitTest::GetInstance()->current_test_info()->name();
 }
 
 // ---------------------------------------------------------------------------
@@ -97,12 +98,18 @@ enum class Phase { kCreate, kAppend, kAppendPublish, kMigrate, kMigratePublish, 
 
 const char* PhaseName(Phase p) {
   switch (p) {
-    case Phase::kCreate: return "create";
-    case Phase::kAppend: return "log append";
-    case Phase::kAppendPublish: return "publish of a generation";
-    case Phase::kMigrate: return "migration";
-    case Phase::kMigratePublish: return "publish of a migration";
-    case Phase::kOther: return "other";
+    case Phase::kCreate:
+      return "create";
+    case Phase::kAppend:
+      return "log append";
+    case Phase::kAppendPublish:
+      return "publish of a generation";
+    case Phase::kMigrate:
+      return "migration";
+    case Phase::kMigratePublish:
+      return "publish of a migration";
+    case Phase::kOther:
+      return "other";
   }
   return "?";
 }
@@ -263,7 +270,8 @@ std::string OpenAndCheck(Env* env, const std::string& path, const RunLog& log, b
   const uint64_t v = (*root)->version;
   *version = v;
   if (v < log.durable)
-    return "recovered version " + std::to_string(v) + " but version " + std::to_string(log.durable) +
+    return "recovered version " + std::to_string(v) + " but version " +
+           std::to_string(log.durable) +
            " was durable before the crash (a reported checkpoint was lost)";
   if (std::find(log.checkpointed.begin(), log.checkpointed.end(), v) == log.checkpointed.end())
     return "recovered version " + std::to_string(v) + " was never checkpointed";
@@ -313,9 +321,10 @@ std::string ReadOnlyCheck(const std::string& path, const RunLog& log, bool corru
     if (!s.ok() && !(corruption_ok && s.code() == Code::kCorruption))
       bad = "read-only verification (amber verify) of the crash state: " + s.ToString();
   }
-  for (auto op : {FaultInjectionEnv::kPWrite, FaultInjectionEnv::kDataSync, FaultInjectionEnv::kSync,
-                  FaultInjectionEnv::kTruncate, FaultInjectionEnv::kAllocate,
-                  FaultInjectionEnv::kLock, FaultInjectionEnv::kUnlink}) {
+  for (auto op :
+       {FaultInjectionEnv::kPWrite, FaultInjectionEnv::kDataSync, FaultInjectionEnv::kSync,
+        FaultInjectionEnv::kTruncate, FaultInjectionEnv::kAllocate, FaultInjectionEnv::kLock,
+        FaultInjectionEnv::kUnlink}) {
     if (env.CallCount(op) != 0)
       bad += std::string(bad.empty() ? "" : "; ") + "read-only inspection called " +
              FaultInjectionEnv::OpName(op);
@@ -338,13 +347,20 @@ enum class PlanKind {
 
 const char* PlanName(PlanKind k) {
   switch (k) {
-    case PlanKind::kDropAll: return "DropAll";
-    case PlanKind::kKeepAll: return "KeepAll";
-    case PlanKind::kTearLast: return "TearLast";
-    case PlanKind::kRandomSubset: return "KeepRandomSubset";
-    case PlanKind::kGarbleLogHome: return "GarbleLogAndHome";
-    case PlanKind::kGarbleAny: return "GarbleAny";
-    case PlanKind::kGarbleMetadata: return "GarbleMetadata";
+    case PlanKind::kDropAll:
+      return "DropAll";
+    case PlanKind::kKeepAll:
+      return "KeepAll";
+    case PlanKind::kTearLast:
+      return "TearLast";
+    case PlanKind::kRandomSubset:
+      return "KeepRandomSubset";
+    case PlanKind::kGarbleLogHome:
+      return "GarbleLogAndHome";
+    case PlanKind::kGarbleAny:
+      return "GarbleAny";
+    case PlanKind::kGarbleMetadata:
+      return "GarbleMetadata";
   }
   return "?";
 }
@@ -358,12 +374,16 @@ bool IsMetadataWrite(const PendingWrite& w) {
 // Builds the plan for the pending list `pending`.
 CrashPlan MakePlan(PlanKind kind, uint64_t seed, const std::vector<PendingWrite>& pending) {
   switch (kind) {
-    case PlanKind::kDropAll: return CrashPlan::DropAll();
-    case PlanKind::kKeepAll: return CrashPlan::KeepAll();
-    case PlanKind::kTearLast: return CrashPlan::TearLast(seed);
+    case PlanKind::kDropAll:
+      return CrashPlan::DropAll();
+    case PlanKind::kKeepAll:
+      return CrashPlan::KeepAll();
+    case PlanKind::kTearLast:
+      return CrashPlan::TearLast(seed);
     case PlanKind::kRandomSubset:
       return CrashPlan::KeepRandomSubset(seed, 0.25 + static_cast<double>(seed % 3) * 0.25);
-    case PlanKind::kGarbleAny: return CrashPlan::Garble(seed, 0.3, 0.5);
+    case PlanKind::kGarbleAny:
+      return CrashPlan::Garble(seed, 0.3, 0.5);
     case PlanKind::kGarbleMetadata: {
       std::mt19937_64 rng(seed);
       std::vector<WriteFate> fates;
@@ -404,10 +424,14 @@ CrashPlan MakePlan(PlanKind kind, uint64_t seed, const std::vector<PendingWrite>
 
 const char* FateName(WriteFate::Action a) {
   switch (a) {
-    case WriteFate::kKeep: return "kept";
-    case WriteFate::kDrop: return "dropped";
-    case WriteFate::kTear: return "torn";
-    case WriteFate::kGarble: return "garbled";
+    case WriteFate::kKeep:
+      return "kept";
+    case WriteFate::kDrop:
+      return "dropped";
+    case WriteFate::kTear:
+      return "torn";
+    case WriteFate::kGarble:
+      return "garbled";
   }
   return "?";
 }
@@ -418,9 +442,10 @@ std::string DescribePending(const std::vector<PendingWrite>& pending,
   std::string out;
   for (size_t i = 0; i < pending.size() && i < 64; ++i) {
     const PendingWrite& w = pending[i];
-    out += "\n    " + std::string(w.kind == PendingWrite::kWrite      ? "write"
-                                   : w.kind == PendingWrite::kTruncate ? "truncate"
-                                                                        : "allocate") +
+    out += "\n    " +
+           std::string(w.kind == PendingWrite::kWrite      ? "write"
+                       : w.kind == PendingWrite::kTruncate ? "truncate"
+                                                           : "allocate") +
            " at " + std::to_string(w.offset) + " +" + std::to_string(w.length);
     if (i < fates.size()) {
       out += ": " + std::string(FateName(fates[i].action));
@@ -449,10 +474,10 @@ struct CrashCase {
 };
 
 struct Tally {
-  uint64_t states = 0;          // crash states checked
-  uint64_t pending_ops = 0;     // unsynced operations the plans decided about
+  uint64_t states = 0;       // crash states checked
+  uint64_t pending_ops = 0;  // unsynced operations the plans decided about
   uint64_t torn = 0, garbled = 0, dropped = 0;
-  uint64_t refused = 0;         // kCorruption for a garbled superblock/table sector (accepted)
+  uint64_t refused = 0;  // kCorruption for a garbled superblock/table sector (accepted)
   std::map<uint64_t, uint64_t> versions;  // recovered version -> count
 };
 
@@ -616,7 +641,8 @@ TEST(PowerLoss, EverySyncPoint) {
   for (size_t n = 0; n <= ref.syncs.size(); n += stride) {
     CrashCase c;
     c.after_syncs = static_cast<int64_t>(n);
-    c.label = n == 0 ? "before anything" : std::string("after a ") + PhaseName(ref.syncs[n - 1].phase);
+    c.label =
+        n == 0 ? "before anything" : std::string("after a ") + PhaseName(ref.syncs[n - 1].phase);
     c.continue_work = n % 8 == 0;
     cases.push_back(c);
   }
@@ -624,7 +650,8 @@ TEST(PowerLoss, EverySyncPoint) {
   for (size_t k = 0; k < ref.syncs.size(); k += stride) {
     const SyncPoint& p = ref.syncs[k];
     if (!seen.insert(p.writes_before).second) continue;  // no writes between two syncs
-    std::vector<PlanKind> plans = {PlanKind::kDropAll, PlanKind::kTearLast, PlanKind::kGarbleLogHome};
+    std::vector<PlanKind> plans = {PlanKind::kDropAll, PlanKind::kTearLast,
+                                   PlanKind::kGarbleLogHome};
     for (uint64_t i = 0; i < 2 * Iterations(); ++i) plans.push_back(PlanKind::kRandomSubset);
     for (PlanKind plan : plans) {
       CrashCase c;
@@ -647,8 +674,9 @@ TEST(PowerLoss, SampledWritePoints) {
   Reference ref = ReferenceRun(dir);
   std::mt19937_64 rng(Seed() ^ 0x5752495445ull);
   const uint64_t samples = (kSanitized ? 15 : 60) * Iterations();
-  const PlanKind kinds[] = {PlanKind::kDropAll,      PlanKind::kKeepAll,   PlanKind::kTearLast,
-                            PlanKind::kRandomSubset, PlanKind::kGarbleLogHome, PlanKind::kGarbleAny};
+  const PlanKind kinds[] = {PlanKind::kDropAll,       PlanKind::kKeepAll,
+                            PlanKind::kTearLast,      PlanKind::kRandomSubset,
+                            PlanKind::kGarbleLogHome, PlanKind::kGarbleAny};
   std::vector<CrashCase> cases;
   for (uint64_t i = 0; i < samples; ++i) {
     CrashCase c;
@@ -769,9 +797,11 @@ void RestoreFile(const std::string& path, const std::string& data) {
   ::close(fd);
 }
 
-// A crash, then a second power cut at every write of the recovery that replays the
-// log (the Open), then a third open that must still find a checkpoint no older
-// than the one durable before the first crash.
+// A crash, then a second power cut at every write of the reopen and its first
+// checkpoint (recovery itself only reads: it loads the log's newest images into
+// the heap; the checkpoint appends a generation to the nearly full log and so
+// migrates the generations recovery left there), then a third open that must
+// still find a checkpoint no older than the one durable before the first crash.
 TEST(PowerLoss, CrashDuringRecovery) {
   testing::ScratchDir dir;
   const std::string path = dir.File("pl.amber");
@@ -782,7 +812,8 @@ TEST(PowerLoss, CrashDuringRecovery) {
   // is published and its migration is left to recovery).
   std::vector<uint64_t> points;
   for (const SyncPoint& p : ref.syncs)
-    if (p.phase == Phase::kMigrate || p.phase == Phase::kAppendPublish) points.push_back(p.writes_before);
+    if (p.phase == Phase::kMigrate || p.phase == Phase::kAppendPublish)
+      points.push_back(p.writes_before);
   std::shuffle(points.begin(), points.end(), rng);
   points.resize(std::min(points.size(), size_t{(kSanitized ? 2u : 6u)} * Iterations()));
   const auto t0 = std::chrono::steady_clock::now();
@@ -810,7 +841,10 @@ TEST(PowerLoss, CrashDuringRecovery) {
       env.SetCrashAfterWrites(static_cast<int>(w));
       {
         auto heap = Heap::Open(path, PowerLossOptions(&env));  // may fail: power is off
-        if (heap.ok()) (*heap)->Close().IgnoreError();
+        if (heap.ok()) {
+          (*heap)->Checkpoint().IgnoreError();
+          (*heap)->Close().IgnoreError();
+        }
       }
       const bool cut = env.IsPoweredOff();
       const PlanKind kind = kinds[rng() % std::size(kinds)];

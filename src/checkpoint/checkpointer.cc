@@ -140,7 +140,8 @@ Status Checkpointer::Capture(uint64_t* gen) {
   for (uint64_t p : scratch_) {
     auto it = std::lower_bound(job.pages.begin(), job.pages.begin() + precopied, p);
     if (it != job.pages.begin() + precopied && *it == p) {
-      std::memcpy(first + (it - job.pages.begin()) * kPageSize, deps_.base + p * kPageSize, kPageSize);
+      std::memcpy(first + (it - job.pages.begin()) * kPageSize, deps_.base + p * kPageSize,
+                  kPageSize);
     } else {
       extra.push_back(p);
     }
@@ -184,7 +185,8 @@ Status Checkpointer::Capture(uint64_t* gen) {
   last_captured_gen_.store(job.gen);
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (pauses_ms_.size() >= 100000) pauses_ms_.erase(pauses_ms_.begin(), pauses_ms_.begin() + 50000);
+    if (pauses_ms_.size() >= 100000)
+      pauses_ms_.erase(pauses_ms_.begin(), pauses_ms_.begin() + 50000);
     pauses_ms_.push_back(pause_ms);
     queue_.push_back(std::move(job));
   }
@@ -196,7 +198,8 @@ Status Checkpointer::WaitDurable(uint64_t gen) {
   std::unique_lock<std::mutex> l(mu_);
   cv_.wait(l, [&] { return processed_gen_ >= gen || writer_exited_; });
   if (auto it = failed_.find(gen); it != failed_.end()) return it->second;
-  if (processed_gen_ < gen) return FailedPrecondition("heap closed before the checkpoint was written");
+  if (processed_gen_ < gen)
+    return FailedPrecondition("heap closed before the checkpoint was written");
   return Status::OK();
 }
 
@@ -223,6 +226,21 @@ Status Checkpointer::Commit() {
 
 void Checkpointer::WriterLoop() {
   const uint64_t log_size = deps_.store->superblock().log_size;
+  // Migrate once the log is half full, so a burst of checkpoints still fits.
+  auto migrate_if_half_full = [&] {
+    if (deps_.store->LogUsed() * 2 <= log_size) return;
+    Status ms = deps_.store->Migrate();
+    std::lock_guard<std::mutex> l(mu_);
+    if (ms.ok()) {
+      ++migrations_;
+    } else {
+      last_error_ = ms.WithContext("migration").ToString();
+    }
+  };
+  // Recovery loads the log's generations into the heap without migrating them:
+  // reclaim the space now, in the background, rather than in front of the
+  // first checkpoint.
+  migrate_if_half_full();
   for (;;) {
     Job job;
     {
@@ -238,9 +256,8 @@ void Checkpointer::WriterLoop() {
       // Captured before an earlier generation failed: incomplete without its pages.
       std::lock_guard<std::mutex> l(mu_);
       if (job.writer_failures != writer_failures_ && !failed_.empty())
-        s = failed_.rbegin()->second.WithContext("generation " +
-                                                 std::to_string(failed_.rbegin()->first) +
-                                                 " before it failed");
+        s = failed_.rbegin()->second.WithContext(
+            "generation " + std::to_string(failed_.rbegin()->first) + " before it failed");
     }
     if (s.ok())
       s = deps_.store->AppendGeneration(job.gen, job.pages, job.runs, job.heap_used,
@@ -264,16 +281,7 @@ void Checkpointer::WriterLoop() {
       }
     }
     cv_.notify_all();
-    // Migrate once the log is half full, so a burst of checkpoints still fits.
-    if (s.ok() && deps_.store->LogUsed() * 2 > log_size) {
-      Status ms = deps_.store->Migrate();
-      std::lock_guard<std::mutex> l(mu_);
-      if (ms.ok()) {
-        ++migrations_;
-      } else {
-        last_error_ = ms.WithContext("migration").ToString();
-      }
-    }
+    if (s.ok()) migrate_if_half_full();
   }
   std::lock_guard<std::mutex> l(mu_);
   writer_exited_ = true;

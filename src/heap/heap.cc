@@ -129,7 +129,11 @@ Result<std::unique_ptr<Heap>> Heap::Open(const std::string& path, const Options&
 
   AMBER_ASSIGN_OR_RETURN(impl->store, Store::Open(env, path, options, Store::Mode::kReadWrite));
   Store& store = *impl->store;
-  AMBER_RETURN_IF_ERROR(store.Recover(options.verify_on_open).WithContext(path));
+  // Committed generations still in the log are copied home through the page
+  // cache but not synced or published here (a full migration would make the
+  // program wait for the disk before it could start); the writer migrates them
+  // in the background right after open.
+  AMBER_RETURN_IF_ERROR(store.RecoverInPlace(options.verify_on_open).WithContext(path));
   const format::Superblock sb = store.superblock();
 
   // Map the home image privately at its recorded address: reads come from the

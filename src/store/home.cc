@@ -11,21 +11,23 @@ namespace amber {
 using format::kPageSize;
 using format::Superblock;
 
-Status Store::Migrate() {
-  if (mode_ != Mode::kReadWrite) return FailedPrecondition("store is open read-only");
-  Superblock sb = superblock();
-  if (sb.log_head == sb.log_tail) return Status::OK();
-  // Newest image of each page: heap page -> (file offset of image, crc).
+Result<Store::NewestList> Store::NewestImages() const {
+  const Superblock sb = superblock();
   std::map<uint64_t, std::pair<uint64_t, uint32_t>> newest;
   AMBER_RETURN_IF_ERROR(ForEachGeneration(false, [&](const GenInfo& g) {
-    const uint64_t data = sb.log_offset + g.log_pos + format::DescriptorPages(g.page_count) * kPageSize;
+    const uint64_t data =
+        sb.log_offset + g.log_pos + format::DescriptorPages(g.page_count) * kPageSize;
     for (uint64_t i = 0; i < g.page_count; ++i)
       newest[g.entries[i].page] = {data + i * kPageSize, g.entries[i].crc};
     return Status::OK();
   }));
+  return NewestList(newest.begin(), newest.end());
+}
 
-  // Copy images home, coalescing runs that are contiguous both in the log and
-  // at home into one read and one write.
+Status Store::CopyImagesHome(const NewestList& newest, bool check_crc) {
+  // Coalesce runs that are contiguous both in the log and at home into one read
+  // and one write.
+  const Superblock sb = superblock();
   constexpr uint64_t kMaxRun = 256;
   std::vector<char> buf(kMaxRun * kPageSize);
   auto it = newest.begin();
@@ -37,14 +39,35 @@ Status Store::Migrate() {
       ++run_end;
       ++n;
     }
+    if ((it->first + n) * kPageSize > sb.capacity)
+      return Corruption("log image of heap page " + std::to_string(it->first) +
+                        " lies beyond the heap's capacity");
     AMBER_RETURN_IF_ERROR(env_->PRead(fd_, buf.data(), n * kPageSize, it->second.first));
+    if (check_crc) {
+      uint64_t i = 0;
+      for (auto p = it; p != run_end; ++p, ++i)
+        if (crc32c::Value(buf.data() + i * kPageSize, kPageSize) != p->second.second)
+          return Corruption("log image of heap page " + std::to_string(p->first) +
+                            " (file offset " + std::to_string(p->second.first) +
+                            ") does not match its checksum");
+    }
     AMBER_RETURN_IF_ERROR(Write(buf.data(), n * kPageSize, sb.home_offset + it->first * kPageSize));
     it = run_end;
   }
+  return Status::OK();
+}
+
+Status Store::Migrate() {
+  if (mode_ != Mode::kReadWrite) return FailedPrecondition("store is open read-only");
+  Superblock sb = superblock();
+  if (sb.log_head == sb.log_tail) return Status::OK();
+  // Newest image of each page: heap page -> (file offset of image, crc).
+  AMBER_ASSIGN_OR_RETURN(NewestList newest, NewestImages());
+  AMBER_RETURN_IF_ERROR(CopyImagesHome(newest, /*check_crc=*/false));
   // Checksum table: read-modify-write each table page that changes.
   constexpr uint64_t kPerTablePage = kPageSize / sizeof(uint32_t);
   std::vector<uint32_t> tpage(kPerTablePage);
-  it = newest.begin();
+  auto it = newest.begin();
   while (it != newest.end()) {
     const uint64_t tp = it->first / kPerTablePage;
     const uint64_t off = format::kTableOffset + tp * kPageSize;
@@ -60,6 +83,18 @@ Status Store::Migrate() {
   next.log_tail = sb.log_head;
   AMBER_RETURN_IF_ERROR(Publish(next));
   ++migrations_;
+  return Status::OK();
+}
+
+Status Store::RecoverInPlace(bool verify_home) {
+  if (mode_ != Mode::kReadWrite) return FailedPrecondition("store is open read-only");
+  AMBER_ASSIGN_OR_RETURN(NewestList newest, NewestImages());
+  // The first half of a migration: what a crash in the middle of one leaves
+  // (home pages rewritten, not synced, table and superblock untouched), which
+  // any later recovery replays again. The mapping then reads the committed
+  // state from the page cache.
+  AMBER_RETURN_IF_ERROR(CopyImagesHome(newest, /*check_crc=*/true));
+  if (verify_home) AMBER_RETURN_IF_ERROR(VerifyHome(superblock().heap_used));
   return Status::OK();
 }
 
@@ -89,7 +124,7 @@ Status Store::VerifyHome(uint64_t used_bytes,
     std::sort(superseded.begin(), superseded.end());
   }
   const uint64_t pages = std::min(format::RoundUp(used_bytes, kPageSize), sb.capacity) / kPageSize;
-  constexpr uint64_t kBatch = 1024;  // 4 MiB of images, one table page
+  constexpr uint64_t kBatch = 1024;                             // 4 MiB of images, one table page
   std::vector<char> data(std::min(kBatch, pages) * kPageSize);  // no 4 MiB for a small heap
   std::vector<uint32_t> table(kBatch);
   static const std::vector<char> kZero(kPageSize, 0);
@@ -97,12 +132,14 @@ Status Store::VerifyHome(uint64_t used_bytes,
     const uint64_t n = std::min(kBatch, pages - p);
     AMBER_RETURN_IF_ERROR(env_->PRead(fd_, table.data(), n * sizeof(uint32_t),
                                       format::kTableOffset + p * sizeof(uint32_t)));
-    AMBER_RETURN_IF_ERROR(env_->PRead(fd_, data.data(), n * kPageSize, sb.home_offset + p * kPageSize));
+    AMBER_RETURN_IF_ERROR(
+        env_->PRead(fd_, data.data(), n * kPageSize, sb.home_offset + p * kPageSize));
     for (uint64_t i = 0; i < n; ++i) {
       const char* img = data.data() + i * kPageSize;
       const uint32_t crc = crc32c::Value(img, kPageSize);
       // Table entry 0: never migrated, so the page must still be zero.
-      bool ok = crc == table[i] || (table[i] == 0 && std::equal(img, img + kPageSize, kZero.data()));
+      bool ok =
+          crc == table[i] || (table[i] == 0 && std::equal(img, img + kPageSize, kZero.data()));
       if (!ok && !std::binary_search(superseded.begin(), superseded.end(), p + i))
         return Corruption("home image: heap page " + std::to_string(p + i) + " (file offset " +
                           std::to_string(sb.home_offset + (p + i) * kPageSize) +

@@ -75,7 +75,8 @@ class Store {
   // Calls fn for each committed, unmigrated generation, oldest first. With
   // verify_pages, also reads every page image and checks its checksum.
   // kCorruption (with the generation and log offset) on any inconsistency.
-  Status ForEachGeneration(bool verify_pages, const std::function<Status(const GenInfo&)>& fn) const;
+  Status ForEachGeneration(bool verify_pages,
+                           const std::function<Status(const GenInfo&)>& fn) const;
 
   // Writes generation `gen` (> committed) holding `pages` (distinct heap page
   // numbers) whose images are the concatenation of `images`, in the same order,
@@ -99,6 +100,14 @@ class Store {
   Status Migrate();
   // Recovery at open: Migrate(), then optionally VerifyHome(heap_used).
   Status Recover(bool verify_home);
+  // Recovery without syncing: copies the newest image of every page in the
+  // unmigrated generations home through the page cache, checking each image's
+  // checksum, but neither syncs nor updates the checksum table or the
+  // superblock, so the log stays authoritative (exactly the state a crash in
+  // the middle of Migrate leaves) and a later Migrate makes it durable. Then,
+  // if verify_home, VerifyHome. Work grows with the distinct pages in the log,
+  // not with the heap. kCorruption naming the page on a bad checksum.
+  Status RecoverInPlace(bool verify_home);
   // Checks the checksum of every home page below used_bytes, except pages that an
   // unmigrated generation in the log supersedes (their log images count; a read-only
   // open does not migrate). progress(done, total) is called now and then if given.
@@ -124,6 +133,12 @@ class Store {
   // at 0 (log empty). kNoSpace when it does not fit now.
   Result<uint64_t> PlaceGeneration(const format::Superblock& sb, uint64_t bytes) const;
   Status ReadGeneration(uint64_t pos, uint64_t min_gen, bool verify_pages, GenInfo* info) const;
+  // Newest image of each page in the unmigrated generations: heap page ->
+  // (file offset of the image, checksum), sorted by page.
+  using NewestList = std::vector<std::pair<uint64_t, std::pair<uint64_t, uint32_t>>>;
+  Result<NewestList> NewestImages() const;
+  // Copies those images home (buffered writes), optionally checking checksums.
+  Status CopyImagesHome(const NewestList& newest, bool check_crc);
   Status Write(const void* buf, size_t n, uint64_t off);
   Status DataSync();
 
