@@ -170,6 +170,29 @@ TEST_P(TrackerUffd, WrittenPagesReportedExactlyOnce) {
   EXPECT_TRUE(CollectAll(t.get(), region_->len()).empty());
 }
 
+// A Collect of 1 GiB or more is split in two halves scanned in parallel; the
+// result must be the same exact, ascending list, on both sides of the split
+// point and across repeated Collects (the helper thread is reused).
+TEST_P(TrackerUffd, LargeRangeScannedInTwoHalvesIsExact) {
+  const size_t pages = (size_t{3} << 29) / PageSize();  // 1.5 GiB, mapped lazily
+  Region big(GetParam(), pages);
+  ASSERT_TRUE(big.ok()) << "cannot map the test region: " << std::strerror(errno);
+  auto t = CreateTracker(Env::Default(), big.base(), big.len(), TrackingMode::kUffdAsync);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  const uint64_t mid = pages / 2;
+  for (int round = 0; round < 3; ++round) {
+    std::vector<uint64_t> written = {0,   1,       511,       512,       mid - 513, mid - 1,
+                                     mid, mid + 1, mid + 512, pages - 2, pages - 1};
+    std::mt19937_64 rng(round);
+    for (int i = 0; i < 200; ++i) written.push_back(rng() % pages);
+    for (uint64_t p : written) big.page(p)[round] = static_cast<char>('a' + round);
+    std::sort(written.begin(), written.end());
+    written.erase(std::unique(written.begin(), written.end()), written.end());
+    EXPECT_EQ(CollectAll(t->get(), big.len()), written) << "round " << round;
+    EXPECT_TRUE(CollectAll(t->get(), big.len()).empty()) << "round " << round;
+  }
+}
+
 TEST_P(TrackerUffd, ReadAndUntouchedPagesNotReported) {
   // Populate some pages before tracking starts, so the reads below hit both
   // present pages and never-touched ones (file data, holes, anonymous zero).

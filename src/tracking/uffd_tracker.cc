@@ -34,14 +34,19 @@
 //
 // Thread-safety: Collect() is not reentrant (it reuses one buffer); the
 // checkpointer serialises it. Mutator threads need no coordination with it.
+// A Collect over 1 GiB or more scans its upper half on a helper thread (owned by
+// the tracker, parked on a condition variable between calls).
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <cassert>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "env/env.h"
@@ -61,6 +66,13 @@ constexpr uint64_t kRequiredFeatures = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_U
 // is badly fragmented.
 constexpr size_t kRegionBatch = 1024;
 
+// Collect splits a scan at least this long in two and hands the upper half to
+// a helper thread: the scan walks every page-table entry of the range with the
+// mutators held, so on a large heap it is most of the pause, and the walks of
+// two halves (under mmap_lock held for reading, different page-table locks)
+// run in parallel. Below it the hand-off costs more than it saves.
+constexpr uint64_t kParallelScanBytes = uint64_t{1} << 30;
+
 std::string RangeText(uintptr_t start, uint64_t len) {
   return "[" + Hex(start) + ", " + Hex(start + len) + ")";
 }
@@ -78,6 +90,14 @@ class UffdTracker final : public DirtyTracker {
   }
 
   ~UffdTracker() override {
+    if (helper_.joinable()) {
+      {
+        std::lock_guard<std::mutex> l(helper_mu_);
+        helper_stop_ = true;
+      }
+      helper_cv_.notify_all();
+      helper_.join();
+    }
     // Closing the userfaultfd unregisters the range; the kernel then drops
     // the write protection, so the memory behaves as plain memory again.
     if (pagemap_fd_ >= 0) env_->Close(pagemap_fd_).IgnoreError();
@@ -95,9 +115,14 @@ class UffdTracker final : public DirtyTracker {
 
  private:
   Status OpenUserfaultFd();
-  // One PAGEMAP_SCAN call over [start, end); returns the number of regions_
-  // entries filled.
-  Result<size_t> Scan(uint64_t start, uint64_t end, uint64_t flags);
+  // One PAGEMAP_SCAN call over [start, end) into `regions`; returns the number
+  // of entries filled.
+  Result<size_t> Scan(uint64_t start, uint64_t end, uint64_t flags,
+                      std::vector<page_region>& regions);
+  // Collect over [start, end), appending page numbers in ascending order.
+  Status CollectRange(uint64_t start, uint64_t end, std::vector<page_region>& regions,
+                      std::vector<uint64_t>* pages);
+  void HelperLoop();
 
   Env* const env_;
   const uintptr_t base_;
@@ -107,6 +132,17 @@ class UffdTracker final : public DirtyTracker {
   int uffd_ = -1;
   int pagemap_fd_ = -1;
   std::vector<page_region> regions_;  // reused by every Collect: no allocation in the pause
+
+  // The helper that scans the upper half of a large Collect (started on first use).
+  std::thread helper_;
+  std::mutex helper_mu_;
+  std::condition_variable helper_cv_;
+  bool helper_stop_ = false;
+  bool helper_has_work_ = false;
+  uint64_t helper_start_ = 0, helper_end_ = 0;
+  Status helper_status_;
+  std::vector<page_region> helper_regions_;
+  std::vector<uint64_t> helper_pages_;  // reserved once, reused
 };
 
 Status UffdTracker::OpenUserfaultFd() {
@@ -174,28 +210,29 @@ Status UffdTracker::Init() {
   // proves the ioctl exists and, through PM_SCAN_CHECK_WPASYNC, that every VMA
   // in the range really has async write-protect. Everything was just
   // protected, so it finds nothing and walks the whole range once.
-  Result<size_t> probe = Scan(base_, base_ + len_, PM_SCAN_CHECK_WPASYNC);
+  Result<size_t> probe = Scan(base_, base_ + len_, PM_SCAN_CHECK_WPASYNC, regions_);
   if (!probe.ok()) return probe.status().WithContext("PAGEMAP_SCAN probe");
   return Status::OK();
 }
 
-Result<size_t> UffdTracker::Scan(uint64_t start, uint64_t end, uint64_t flags) {
+Result<size_t> UffdTracker::Scan(uint64_t start, uint64_t end, uint64_t flags,
+                                 std::vector<page_region>& regions) {
   pm_scan_arg arg = {};
   arg.size = sizeof(arg);
   arg.flags = flags;
   arg.start = start;
   arg.end = end;
-  arg.vec = reinterpret_cast<uintptr_t>(regions_.data());
-  arg.vec_len = regions_.size();
+  arg.vec = reinterpret_cast<uintptr_t>(regions.data());
+  arg.vec_len = regions.size();
   // Only category_mask == return_mask == PAGE_IS_WRITTEN (nothing inverted,
   // no any-of) takes the kernel's fast per-PTE path.
   arg.category_mask = PAGE_IS_WRITTEN;
   arg.return_mask = PAGE_IS_WRITTEN;
   Result<long> r = env_->Ioctl(pagemap_fd_, PAGEMAP_SCAN, &arg);
   if (!r.ok()) return r.status().WithContext("PAGEMAP_SCAN " + RangeText(start, end - start));
-  if (*r < 0 || static_cast<uint64_t>(*r) > regions_.size()) {
+  if (*r < 0 || static_cast<uint64_t>(*r) > regions.size()) {
     return Internal("PAGEMAP_SCAN returned " + std::to_string(*r) + " regions for a buffer of " +
-                    std::to_string(regions_.size()));
+                    std::to_string(regions.size()));
   }
   return static_cast<size_t>(*r);
 }
@@ -209,12 +246,56 @@ Status UffdTracker::Collect(size_t scan_bytes, std::vector<uint64_t>* pages) {
   // len_ is page aligned, so rounding up cannot pass it.
   const uint64_t scan_len = (uint64_t{scan_bytes} + page_size_ - 1) & ~uint64_t{page_size_ - 1};
   const uint64_t end = base_ + scan_len;
-  uint64_t cursor = base_;
+  if (scan_len < kParallelScanBytes) return CollectRange(base_, end, regions_, pages);
+
+  // Split at a 2 MiB boundary, so that the two walks never share a page table.
+  const uint64_t mid = (base_ + scan_len / 2) & ~((uint64_t{2} << 20) - 1);
+  if (!helper_.joinable()) {
+    helper_regions_.resize(kRegionBatch);
+    helper_ = std::thread([this] { HelperLoop(); });
+  }
+  {
+    std::lock_guard<std::mutex> l(helper_mu_);
+    helper_start_ = mid;
+    helper_end_ = end;
+    helper_has_work_ = true;
+  }
+  helper_cv_.notify_one();
+  Status lower = CollectRange(base_, mid, regions_, pages);
+  {
+    std::unique_lock<std::mutex> l(helper_mu_);
+    helper_cv_.wait(l, [&] { return !helper_has_work_; });
+  }
+  if (!lower.ok()) return lower;
+  if (!helper_status_.ok()) return helper_status_;
+  pages->insert(pages->end(), helper_pages_.begin(), helper_pages_.end());
+  return Status::OK();
+}
+
+void UffdTracker::HelperLoop() {
+  std::unique_lock<std::mutex> l(helper_mu_);
+  for (;;) {
+    helper_cv_.wait(l, [&] { return helper_has_work_ || helper_stop_; });
+    if (helper_stop_) return;
+    const uint64_t start = helper_start_, end = helper_end_;
+    l.unlock();
+    helper_pages_.clear();
+    Status s = CollectRange(start, end, helper_regions_, &helper_pages_);
+    l.lock();
+    helper_status_ = std::move(s);
+    helper_has_work_ = false;
+    helper_cv_.notify_all();
+  }
+}
+
+Status UffdTracker::CollectRange(uint64_t start, uint64_t end, std::vector<page_region>& regions,
+                                 std::vector<uint64_t>* pages) {
+  uint64_t cursor = start;
   while (cursor < end) {
-    Result<size_t> n = Scan(cursor, end, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC);
+    Result<size_t> n = Scan(cursor, end, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, regions);
     if (!n.ok()) return n.status();
     for (size_t i = 0; i < *n; ++i) {
-      const page_region& r = regions_[i];
+      const page_region& r = regions[i];
       // Regions come back in address order, inside the request, page aligned.
       if (r.start < cursor || r.end > end || r.start >= r.end ||
           ((r.start | r.end) & (page_size_ - 1)) != 0) {
@@ -233,18 +314,19 @@ Status UffdTracker::Collect(size_t scan_bytes, std::vector<uint64_t>* pages) {
     // is still unreported and unprotected; resume at the end of the last
     // region. The kernel's own walk_end is not used: it is stale whenever the
     // kernel restarted its walk internally (more than 512 regions in one call).
-    if (*n < regions_.size()) break;
+    if (*n < regions.size()) break;
   }
   return Status::OK();
 }
 
 Result<uint64_t> UffdTracker::CountDirty(size_t scan_bytes) {
   if (scan_bytes > len_) return InvalidArgument("CountDirty: scan beyond the tracked range");
-  const uint64_t end = base_ + ((uint64_t{scan_bytes} + page_size_ - 1) & ~uint64_t{page_size_ - 1});
+  const uint64_t end =
+      base_ + ((uint64_t{scan_bytes} + page_size_ - 1) & ~uint64_t{page_size_ - 1});
   uint64_t cursor = base_, count = 0;
   while (cursor < end) {
     // Report-only: without PM_SCAN_WP_MATCHING nothing is re-protected.
-    Result<size_t> n = Scan(cursor, end, PM_SCAN_CHECK_WPASYNC);
+    Result<size_t> n = Scan(cursor, end, PM_SCAN_CHECK_WPASYNC, regions_);
     if (!n.ok()) return n.status();
     for (size_t i = 0; i < *n; ++i) {
       count += (regions_[i].end - regions_[i].start) >> page_shift_;
