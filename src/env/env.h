@@ -50,7 +50,11 @@ class Env {
   virtual Status PRead(int fd, void* buf, size_t n, uint64_t off) = 0;
   // Writes exactly n bytes at off (retries partial writes and EINTR).
   virtual Status PWrite(int fd, const void* buf, size_t n, uint64_t off) = 0;
-  virtual Status DataSync(int fd) = 0;                 // fdatasync(2)
+  virtual Status DataSync(int fd) = 0;  // fdatasync(2)
+  // sync_file_range(2) with SYNC_FILE_RANGE_WRITE: starts writeback of the
+  // range and returns without waiting. Makes nothing durable; a hint that lets
+  // the device work while the caller prepares the next writes.
+  virtual Status StartWriteback(int fd, uint64_t off, uint64_t len) = 0;
   virtual Status Sync(int fd) = 0;                     // fsync(2); also used on directories
   virtual Status Truncate(int fd, uint64_t size) = 0;  // ftruncate(2)
   virtual Status Allocate(int fd, uint64_t off, uint64_t len) = 0;  // fallocate(2), mode 0
@@ -125,6 +129,9 @@ class EnvWrapper : public Env {
     return target_->Ioctl(fd, request, arg);
   }
   Status Membarrier(int cmd) override { return target_->Membarrier(cmd); }
+  Status StartWriteback(int fd, uint64_t off, uint64_t len) override {
+    return target_->StartWriteback(fd, off, len);
+  }
   uint64_t NowMicros() override { return target_->NowMicros(); }
   uint64_t WallMicros() override { return target_->WallMicros(); }
 

@@ -200,6 +200,12 @@ class PosixEnv final : public Env {
     if (r < 0) return ErrnoToStatus(errno, "ioctl " + std::to_string(request));
     return r;
   }
+  Status StartWriteback(int fd, uint64_t off, uint64_t len) override {
+    if (::sync_file_range(fd, static_cast<off64_t>(off), static_cast<off64_t>(len),
+                          SYNC_FILE_RANGE_WRITE) != 0)
+      return ErrnoToStatus(errno, "sync_file_range");
+    return Status::OK();
+  }
   Status Membarrier(int cmd) override {
     if (::syscall(SYS_membarrier, cmd, 0u, 0) < 0) return ErrnoToStatus(errno, "membarrier");
     return Status::OK();
