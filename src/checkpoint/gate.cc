@@ -127,6 +127,12 @@ Gate::Slot* Gate::SlowSlot(bool create) const {
     }
   }
   assert(slot->depth.load(std::memory_order_relaxed) == 0);
+  {
+    // Forget the slots of gates destroyed since, so that a thread that opens
+    // and closes many heaps does not accumulate entries.
+    std::lock_guard<std::mutex> lock(LiveMutex());
+    std::erase_if(t_slots.slots, [](const auto& e) { return Live().count(e.first) == 0; });
+  }
   t_slots.slots.emplace_back(ref_.id, slot);
   detail::t_gate_cache = {ref_.id, slot};
   return slot;
