@@ -136,13 +136,15 @@ void PrintHelp(FILE* out) {
       "            fields: writeout_mb_s raw_seq_mb_s ratio [limit_mb_s achieved_mb_s]\n"
       "  kv        the kv-update workload of DESIGN.md: amber::unordered_map<uint64_t,\n"
       "            100-byte value>, one thread, one Section per update, automatic\n"
-      "            checkpoints, Commit() at the end; then the same code on a\n"
-      "            std::unordered_map without persistence\n"
+      "            checkpoints, Commit() at the end of each round; the same code on a\n"
+      "            std::unordered_map without persistence before and after; medians\n"
       "              --keys N           keys loaded (default 1000000)\n"
-      "              --updates M        uniformly random overwrites (default 2000000)\n"
+      "              --updates M        uniformly random overwrites a round (default 2000000)\n"
+      "              --rounds R         rounds of each (default 3)\n"
       "              --interval-ms T    checkpoint interval (default 1000; 0 = only Commit)\n"
       "            fields: updates_per_s updates_per_s_no_persistence ratio bytes_written\n"
       "                    write_amplification peak_rss_bytes recover_ms recover_ms_no_verify\n"
+      "                    recover_log_bytes\n"
       "  commit    Commit() after dirtying one page, against a 4 KiB pwrite + fdatasync\n"
       "              --rounds R         rounds, at least 10 (default 100)\n"
       "            fields: commit_us_median fdatasync_us_median\n"
@@ -416,30 +418,11 @@ double Max(const std::vector<double>& v) {
   return v.empty() ? 0 : *std::max_element(v.begin(), v.end());
 }
 
-uint64_t Mix(uint64_t x) {
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
 Rng::Rng(uint64_t seed) {
   for (auto& s : s_) {
     seed += 0x9e3779b97f4a7c15ull;
     s = Mix(seed);
   }
-}
-
-uint64_t Rng::Next() {
-  auto rotl = [](uint64_t x, int k) { return (x << k) | (x >> (64 - k)); };
-  const uint64_t result = rotl(s_[1] * 5, 7) * 9;
-  const uint64_t t = s_[1] << 17;
-  s_[2] ^= s_[0];
-  s_[3] ^= s_[1];
-  s_[1] ^= s_[2];
-  s_[0] ^= s_[3];
-  s_[2] ^= t;
-  s_[3] = rotl(s_[3], 45);
-  return result;
 }
 
 uint64_t PeakRssBytes() {

@@ -120,7 +120,18 @@ double Max(const std::vector<double>& v);
 class Rng {
  public:
   explicit Rng(uint64_t seed);
-  uint64_t Next();
+  uint64_t Next() {
+    auto rotl = [](uint64_t x, int k) { return (x << k) | (x >> (64 - k)); };
+    const uint64_t result = rotl(s_[1] * 5, 7) * 9;
+    const uint64_t t = s_[1] << 17;
+    s_[2] ^= s_[0];
+    s_[3] ^= s_[1];
+    s_[1] ^= s_[2];
+    s_[0] ^= s_[3];
+    s_[2] ^= t;
+    s_[3] = rotl(s_[3], 45);
+    return result;
+  }
   // Uniform in [0, n), n > 0.
   uint64_t Below(uint64_t n) { return Next() % n; }
 
@@ -128,7 +139,11 @@ class Rng {
   uint64_t s_[4];
 };
 // splitmix64's finaliser: a bijection on uint64_t.
-uint64_t Mix(uint64_t x);
+inline uint64_t Mix(uint64_t x) {
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
 
 // Peak resident set size of this process (VmHWM), 0 if unknown.
 uint64_t PeakRssBytes();

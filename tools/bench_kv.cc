@@ -2,17 +2,20 @@
 // against the same code without persistence, in the same run.
 //
 // Workload: a map from 8-byte keys to 100-byte values; load --keys keys, then
-// --updates uniformly random overwrites from one thread.
+// --rounds rounds of --updates uniformly random overwrites from one thread.
 //   amber: amber::unordered_map<uint64_t, std::array<char, 100>> in a root of a
 //     fresh store, reserved up front; the load in Sections of 256 inserts and a
-//     Commit(); then the timed phase: one Section per overwrite, automatic
-//     checkpoints every --interval-ms, and a final Commit() (inside the timing:
-//     the state is durable when the clock stops).
+//     Commit(); then each timed round: one Section per overwrite, automatic
+//     checkpoints every --interval-ms, and a Commit() at its end (inside the
+//     timing: the state is durable when the clock stops).
 //   no persistence: the same templated load and update code on a
 //     std::unordered_map with std::allocator, reserved the same way, no store,
-//     no Sections (the update loop is otherwise identical).
+//     no Sections (the update loop is otherwise identical); its rounds run
+//     before and after amber's.
+// Rates are the median round's: a single one-second loop on a shared machine
+// varied by 1.5x from run to run.
 // bytes_written is Stats::bytes_written (every byte amber wrote to the store
-// file: log, commit records, superblocks, migration) over the timed phase; the
+// file: log, commit records, superblocks, migration) over all rounds; the
 // table also shows /proc/self/io write_bytes over the same phase.
 // peak_rss_bytes is VmHWM over the amber phase (reset after the first
 // no-persistence run, which runs before and after amber).
@@ -81,8 +84,9 @@ void Load(Map& map, uint64_t keys, const Guard& guard) {
 // (must be 0); *last_key receives the key of the last update (its stamp is
 // `updates`).
 template <class Map, class Guard>
-uint64_t Update(Map& map, uint64_t keys, uint64_t updates, const Guard& guard, uint64_t* last_key) {
-  Rng rng(7);
+uint64_t Update(Map& map, uint64_t keys, uint64_t updates, const Guard& guard, uint64_t* last_key,
+                uint64_t seed) {
+  Rng rng(seed);
   Value v = MakeValue(0);
   uint64_t missing = 0, key = 0;
   for (uint64_t u = 1; u <= updates; ++u) {
@@ -128,8 +132,9 @@ void ResetPeakRss() {
 int BenchKv(const Args& args) {
   const std::string kind = "kv";
   Flags f(args, kind);
-  uint64_t keys = 0, updates = 0, interval_ms = 0;
-  if (!f.Validate({"keys", "updates", "interval-ms"}) ||
+  uint64_t keys = 0, updates = 0, interval_ms = 0, rounds = 0;
+  if (!f.Validate({"keys", "updates", "interval-ms", "rounds"}) ||
+      !f.Count("rounds", 3, 1, 100, &rounds) ||
       !f.Count("keys", 1000000, 1, uint64_t{1} << 32, &keys) ||
       !f.Count("updates", 2000000, 1, uint64_t{1} << 40, &updates) ||
       !f.Count("interval-ms", 1000, 0, 3600000, &interval_ms))
@@ -158,15 +163,18 @@ int BenchKv(const Args& args) {
     auto none = [] { return NoGuard{}; };
     map.reserve(keys);
     Load(map, keys, none);
-    const double p0 = NowSec();
-    uint64_t plain_last = 0;
-    const uint64_t plain_missing = Update(map, keys, updates, none, &plain_last);
-    const double sec = NowSec() - p0;
-    if (plain_missing != 0 || StampOf(map.find(plain_last)->second) != updates)
-      Fatal("the no-persistence run lost updates");
-    return sec;
+    std::vector<double> secs;
+    for (uint64_t r = 0; r < rounds; ++r) {
+      const double p0 = NowSec();
+      uint64_t plain_last = 0;
+      const uint64_t plain_missing = Update(map, keys, updates, none, &plain_last, 7 + r);
+      secs.push_back(NowSec() - p0);
+      if (plain_missing != 0 || StampOf(map.find(plain_last)->second) != updates)
+        Fatal("the no-persistence run lost updates");
+    }
+    return secs;
   };
-  const double plain_s_before = plain_run();
+  std::vector<double> plain_secs = plain_run();
   ResetPeakRss();  // peak_rss_bytes is the amber phase's own
 
   // --- amber ---
@@ -186,12 +194,19 @@ int BenchKv(const Args& args) {
   const double load_s = NowSec() - t_load;
   const Stats s0 = heap->GetStats();
   const uint64_t io0 = IoWriteBytes();
-  const double t0 = NowSec();
-  uint64_t last_key = 0;
-  const uint64_t missing = Update(kv->map, keys, updates, section, &last_key);
-  const double loop_s = NowSec() - t0;
-  Check(heap->Commit(), "final Commit");
-  const double amber_s = NowSec() - t0;
+  // Rounds of `updates` overwrites, each ending in a Commit() (timed): durable
+  // when its clock stops.
+  uint64_t last_key = 0, missing = 0;
+  std::vector<double> amber_secs, loop_secs;
+  for (uint64_t r = 0; r < rounds; ++r) {
+    const double t0 = NowSec();
+    missing += Update(kv->map, keys, updates, section, &last_key, 7 + r);
+    loop_secs.push_back(NowSec() - t0);
+    Check(heap->Commit(), "Commit at the end of a round");
+    amber_secs.push_back(NowSec() - t0);
+  }
+  const double amber_s = Median(amber_secs);
+  const double loop_s = Median(loop_secs);
   const uint64_t io_bytes = IoWriteBytes() - io0;
   const Stats s1 = heap->GetStats();
   const uint64_t peak_rss = PeakRssBytes();
@@ -230,34 +245,44 @@ int BenchKv(const Args& args) {
   const double recover_ms_no_verify = recover(false);
   const double recover_ms = recover(true);
 
-  const double plain_s_after = plain_run();
   // Machine state drifts within a run (page cache, memory placement, the other
-  // core's load): the baseline runs before and after amber and counts as the mean.
-  const double plain_s = (plain_s_before + plain_s_after) / 2;
+  // core's load): the baseline runs before and after amber, and its median over
+  // both counts.
+  const std::vector<double> plain_after = plain_run();
+  plain_secs.insert(plain_secs.end(), plain_after.begin(), plain_after.end());
+  const double plain_s = Median(plain_secs);
 
   const double ups = static_cast<double>(updates) / amber_s;
   const double plain_ups = static_cast<double>(updates) / plain_s;
   const uint64_t written = s1.bytes_written - s0.bytes_written;
   Report rep(kind);
   rep.Title(Fmt("amber bench kv: %" PRIu64 " keys, %" PRIu64 " random overwrites of 100-byte "
-                "values, checkpoint every %" PRIu64 " ms, Commit() at the end",
-                keys, updates, interval_ms));
-  rep.Num("updates_per_s", ups, "one Section each; final Commit() included")
-      .Num("updates_per_s_no_persistence", plain_ups, "std::unordered_map, same code")
+                "values a round, %" PRIu64 " rounds, checkpoint every %" PRIu64
+                " ms, Commit() at the end of each round",
+                keys, updates, rounds, interval_ms));
+  rep.Num("updates_per_s", ups, "median round; one Section each, its Commit() included")
+      .Num("updates_per_s_no_persistence", plain_ups,
+           "std::unordered_map, same code, median of rounds before and after")
       .Num("ratio", ups / plain_ups)
-      .Int("bytes_written", written, Bytes(written) + ", Stats::bytes_written over the updates")
+      .Int("bytes_written", written, Bytes(written) + ", Stats::bytes_written over all rounds")
       .Num("write_amplification",
-           static_cast<double>(written) / static_cast<double>(updates * kPayloadBytes),
-           "bytes_written / (updates x 108)")
+           static_cast<double>(written) / static_cast<double>(rounds * updates * kPayloadBytes),
+           "bytes_written / (rounds x updates x 108)")
       .Int("peak_rss_bytes", peak_rss, Bytes(peak_rss) + ", VmHWM")
       .Num("recover_ms", recover_ms, "Open + Root + find, page cache dropped")
       .Num("recover_ms_no_verify", recover_ms_no_verify, "same, verify_on_open = false")
       .Int("recover_log_bytes", recover_log_bytes,
            Bytes(recover_log_bytes) + " of committed generations in the log at the reopen");
-  rep.Row("update loop / final Commit() / no-persistence loop before, after",
-          Fmt("%.2f s / %.2f s / %.2f s, %.2f s", loop_s, amber_s - loop_s, plain_s_before,
-              plain_s_after));
-  rep.Row("checkpoints / migrations during updates",
+  auto list = [](const std::vector<double>& v) {
+    std::string out;
+    for (double x : v) out += (out.empty() ? "" : " ") + Fmt("%.2f", x);
+    return out;
+  };
+  rep.Row("amber round: update loop / its Commit(), median",
+          Fmt("%.2f s / %.2f s", loop_s, amber_s - loop_s));
+  rep.Row("amber rounds, s", list(amber_secs));
+  rep.Row("no-persistence rounds (before, then after), s", list(plain_secs));
+  rep.Row("checkpoints / migrations during the rounds",
           Fmt("%" PRIu64 " / %" PRIu64, s1.checkpoints - s0.checkpoints,
               s1.migrations - s0.migrations));
   rep.Row("pages written during updates", Fmt("%" PRIu64, s1.pages_written - s0.pages_written));
