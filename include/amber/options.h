@@ -49,6 +49,12 @@ struct Options {
   TrackingMode tracking = TrackingMode::kAuto;
   // Average bytes/second the background writer may write (0 = unlimited).
   uint64_t write_bandwidth_limit = 0;
+  // Copy committed checkpoints home (migration) in a thread of its own, while
+  // the writer goes on appending new ones to the log (the writer waits only when
+  // the log is full). false: the writer thread migrates between checkpoints,
+  // so no checkpoint is written while a migration runs (one I/O stream at a
+  // time, in a deterministic order).
+  bool background_migration = true;
   // Check every home-image page against its checksum when opening (reads the
   // used part of the heap once; turn off for the fastest open).
   bool verify_on_open = true;

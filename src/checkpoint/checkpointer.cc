@@ -39,6 +39,7 @@ Checkpointer::~Checkpointer() { Stop(); }
 
 void Checkpointer::Start() {
   writer_ = std::thread([this] { WriterLoop(); });
+  if (options_.background_migration) migrator_ = std::thread([this] { MigratorLoop(); });
   if (options_.checkpoint_interval_ms > 0) timer_ = std::thread([this] { TimerLoop(); });
 }
 
@@ -55,6 +56,14 @@ void Checkpointer::Stop() {
   }
   cv_.notify_all();
   if (writer_.joinable()) writer_.join();
+  {
+    // After the writer: the generations it wrote last need no migration now;
+    // the next open finds them in the log. A migration under way is finished.
+    std::lock_guard<std::mutex> l(mu_);
+    migrator_stop_ = true;
+  }
+  migrate_cv_.notify_all();
+  if (migrator_.joinable()) migrator_.join();
 }
 
 Status Checkpointer::Capture(uint64_t* gen) {
@@ -224,23 +233,44 @@ Status Checkpointer::Commit() {
   return WaitDurable(gen);
 }
 
+void Checkpointer::MigratorLoop() {
+  const uint64_t log_size = deps_.store->superblock().log_size;
+  std::unique_lock<std::mutex> l(mu_);
+  for (;;) {
+    migrate_cv_.wait(l, [&] { return migrate_wanted_ || migrator_stop_; });
+    if (migrator_stop_) break;
+    migrate_wanted_ = false;
+    // Migrate once the log is half full, so the writer has the other half to
+    // append to meanwhile and a burst of checkpoints still fits.
+    if (deps_.store->LogUsed() * 2 <= log_size) continue;
+    l.unlock();
+    Status ms = deps_.store->Migrate();
+    l.lock();
+    if (!ms.ok()) last_error_ = ms.WithContext("migration").ToString();
+  }
+}
+
 void Checkpointer::WriterLoop() {
   const uint64_t log_size = deps_.store->superblock().log_size;
-  // Migrate once the log is half full, so a burst of checkpoints still fits.
   auto migrate_if_half_full = [&] {
     if (deps_.store->LogUsed() * 2 <= log_size) return;
-    Status ms = deps_.store->Migrate();
-    std::lock_guard<std::mutex> l(mu_);
-    if (ms.ok()) {
-      ++migrations_;
-    } else {
-      last_error_ = ms.WithContext("migration").ToString();
+    if (!options_.background_migration) {
+      // Inline: the writer migrates before it takes the next generation.
+      Status ms = deps_.store->Migrate();
+      std::lock_guard<std::mutex> l(mu_);
+      if (!ms.ok()) last_error_ = ms.WithContext("migration").ToString();
+      return;
     }
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      migrate_wanted_ = true;
+    }
+    migrate_cv_.notify_all();
   };
   // Recovery loads the log's generations into the heap without migrating them:
-  // reclaim the space now, in the background, rather than in front of the
-  // first checkpoint.
-  migrate_if_half_full();
+  // inline mode reclaims that space before the first generation (the migrator
+  // thread does so when it starts).
+  if (!options_.background_migration) migrate_if_half_full();
   for (;;) {
     Job job;
     {
@@ -341,7 +371,7 @@ void Checkpointer::FillStats(Stats* st) const {
   st->checkpoint_errors = errors_;
   st->last_generation = durable_gen_;
   st->pages_written = pages_written_;
-  st->migrations = migrations_;
+  st->migrations = deps_.store->migrations();  // background and back-pressure ones
   st->last_error = last_error_;
   if (!pauses_ms_.empty()) {
     std::vector<double> v = pauses_ms_;

@@ -9,10 +9,11 @@
 // Sections → hold the allocator lock → collect the pages written since the
 // pre-copy → copy just those (over their earlier copy, or appended) → open the
 // gate. The pause thus grows with what changed during the pre-copy, not with
-// everything that changed since the last checkpoint. The captured generation is then handed to the writer thread,
-// which appends it to the log, makes it durable and publishes it (Store), and
-// migrates the log home when it is half full. Pages of a generation that fails to
-// be written are carried into the next capture, so nothing is ever dropped.
+// everything that changed since the last checkpoint. The captured generation is then handed to the
+// writer thread, which appends it to the log, makes it durable and publishes it (Store). Once the
+// log is half full, the migrator thread copies its generations home while the writer goes on
+// appending (the writer waits for it only when the log is full). Pages of a generation that fails
+// to be written are carried into the next capture, so nothing is ever dropped.
 //
 // Thread-safety: every public member is thread-safe.
 #pragma once
@@ -81,6 +82,7 @@ class Checkpointer {
     uint64_t writer_failures = 0;  // writer_failures_ when it took the carried pages
   };
   void WriterLoop();
+  void MigratorLoop();
   void TimerLoop();
   // Bytes written since the last capture (no side effects).
   uint64_t DirtyBytes();
@@ -112,12 +114,16 @@ class Checkpointer {
   std::map<uint64_t, Status> failed_;  // generation -> its error
   bool stopping_ = false;
   bool timer_stop_ = false;
+  std::condition_variable migrate_cv_;
+  bool migrate_wanted_ = true;  // at start: recovery leaves the log as it was
+  bool migrator_stop_ = false;
   bool writer_exited_ = false;
   std::vector<double> pauses_ms_;
-  uint64_t checkpoints_ = 0, errors_ = 0, pages_written_ = 0, migrations_ = 0, holds_ = 0;
+  uint64_t checkpoints_ = 0, errors_ = 0, pages_written_ = 0, holds_ = 0;
   std::string last_error_;
 
   std::thread writer_;
+  std::thread migrator_;
   std::thread timer_;
 };
 

@@ -11,10 +11,9 @@ namespace amber {
 using format::kPageSize;
 using format::Superblock;
 
-Result<Store::NewestList> Store::NewestImages() const {
-  const Superblock sb = superblock();
+Result<Store::NewestList> Store::NewestImages(const Superblock& sb) const {
   std::map<uint64_t, std::pair<uint64_t, uint32_t>> newest;
-  AMBER_RETURN_IF_ERROR(ForEachGeneration(false, [&](const GenInfo& g) {
+  AMBER_RETURN_IF_ERROR(ForEachGeneration(sb, false, [&](const GenInfo& g) {
     const uint64_t data =
         sb.log_offset + g.log_pos + format::DescriptorPages(g.page_count) * kPageSize;
     for (uint64_t i = 0; i < g.page_count; ++i)
@@ -58,11 +57,18 @@ Status Store::CopyImagesHome(const NewestList& newest, bool check_crc) {
 }
 
 Status Store::Migrate() {
+  std::lock_guard<std::mutex> m(migrate_mu_);
+  return MigrateLocked();
+}
+
+Status Store::MigrateLocked() {
   if (mode_ != Mode::kReadWrite) return FailedPrecondition("store is open read-only");
-  Superblock sb = superblock();
+  // The generations committed now; appends may continue into the free part of
+  // the ring while they are copied.
+  const Superblock sb = superblock();
   if (sb.log_head == sb.log_tail) return Status::OK();
   // Newest image of each page: heap page -> (file offset of image, crc).
-  AMBER_ASSIGN_OR_RETURN(NewestList newest, NewestImages());
+  AMBER_ASSIGN_OR_RETURN(NewestList newest, NewestImages(sb));
   AMBER_RETURN_IF_ERROR(CopyImagesHome(newest, /*check_crc=*/false));
   // Checksum table: read-modify-write each table page that changes.
   constexpr uint64_t kPerTablePage = kPageSize / sizeof(uint32_t);
@@ -78,17 +84,21 @@ Status Store::Migrate() {
   }
   AMBER_RETURN_IF_ERROR(DataSync());
 
-  Superblock next = sb;
-  next.sequence = sb.sequence + 1;
-  next.log_tail = sb.log_head;
-  AMBER_RETURN_IF_ERROR(Publish(next));
+  // The new tail: the first generation appended after sb's, or the head when
+  // there is none (the log is then empty).
+  AMBER_RETURN_IF_ERROR(PublishChange([&](Superblock* next) {
+    auto first_after = std::find_if(appended_.begin(), appended_.end(),
+                                    [&](const auto& a) { return a.first > sb.committed_gen; });
+    next->log_tail = first_after == appended_.end() ? next->log_head : first_after->second;
+    appended_.erase(appended_.begin(), first_after);
+  }));
   ++migrations_;
   return Status::OK();
 }
 
 Status Store::RecoverInPlace(bool verify_home) {
   if (mode_ != Mode::kReadWrite) return FailedPrecondition("store is open read-only");
-  AMBER_ASSIGN_OR_RETURN(NewestList newest, NewestImages());
+  AMBER_ASSIGN_OR_RETURN(NewestList newest, NewestImages(superblock()));
   // The first half of a migration: what a crash in the middle of one leaves
   // (home pages rewritten, not synced, table and superblock untouched), which
   // any later recovery replays again. The mapping then reads the committed

@@ -110,7 +110,11 @@ Status Store::ReadGeneration(uint64_t pos, uint64_t min_gen, bool verify_pages,
 
 Status Store::ForEachGeneration(bool verify_pages,
                                 const std::function<Status(const GenInfo&)>& fn) const {
-  Superblock sb = superblock();
+  return ForEachGeneration(superblock(), verify_pages, fn);
+}
+
+Status Store::ForEachGeneration(const Superblock& sb, bool verify_pages,
+                                const std::function<Status(const GenInfo&)>& fn) const {
   uint64_t pos = sb.log_tail;
   uint64_t min_gen = 0;
   uint64_t last_gen = 0;
@@ -164,10 +168,13 @@ Status Store::AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
                                std::span<const ImageRun> images, uint64_t heap_used,
                                uint64_t capture_us) {
   if (mode_ != Mode::kReadWrite) return FailedPrecondition("store is open read-only");
-  if (pending_publish_) {
-    AMBER_RETURN_IF_ERROR(Publish(pending_).WithContext("re-publishing superblock"));
-    pending_publish_ = false;
+  {
+    // A generation whose superblock write failed must count before the space
+    // after it is reused.
+    std::lock_guard<std::mutex> p(publish_mu_);
+    AMBER_RETURN_IF_ERROR(FlushPendingLocked());
   }
+  // Placement may use a stale tail: a concurrent migration only ever frees space.
   Superblock sb = superblock();
   if (gen <= sb.committed_gen) return Internal("generation numbers must increase");
   const uint64_t n = pages.size();
@@ -176,9 +183,16 @@ Status Store::AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
   Result<uint64_t> place = PlaceGeneration(sb, total * kPageSize);
   if (!place.ok() && place.status().code() == Code::kNoSpace && sb.log_head != sb.log_tail &&
       total * kPageSize < sb.log_size) {
-    AMBER_RETURN_IF_ERROR(Migrate());
+    // Back-pressure: wait for the migration in progress, if any, then migrate
+    // whatever still stands in the way.
+    std::lock_guard<std::mutex> m(migrate_mu_);
     sb = superblock();
     place = PlaceGeneration(sb, total * kPageSize);
+    if (!place.ok() && place.status().code() == Code::kNoSpace) {
+      AMBER_RETURN_IF_ERROR(MigrateLocked());
+      sb = superblock();
+      place = PlaceGeneration(sb, total * kPageSize);
+    }
   }
   if (!place.ok()) return place.status();
   const uint64_t pos = *place;
@@ -244,19 +258,15 @@ Status Store::AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
   AMBER_RETURN_IF_ERROR(Write(cpage.data(), kPageSize, base + (dpages + n) * kPageSize));
   AMBER_RETURN_IF_ERROR(DataSync());
 
-  Superblock next = sb;
-  next.sequence = sb.sequence + 1;
-  next.committed_gen = gen;
-  if (sb.log_head == sb.log_tail) next.log_tail = pos;
-  next.log_head = (pos + total * kPageSize) % sb.log_size;
-  next.heap_used = heap_used;
-  next.commit_us = capture_us;
-  Status s = Publish(next);
-  if (!s.ok()) {
-    pending_ = next;
-    pending_publish_ = true;
-  }
-  return s;
+  // Only this generation's fields: a migration may have moved the tail since sb.
+  return PublishChange([&](Superblock* next) {
+    next->committed_gen = gen;
+    if (next->log_head == next->log_tail) next->log_tail = pos;  // was empty
+    next->log_head = (pos + total * kPageSize) % next->log_size;
+    next->heap_used = heap_used;
+    next->commit_us = capture_us;
+    appended_.emplace_back(gen, pos);
+  });
 }
 
 }  // namespace amber

@@ -233,8 +233,9 @@ Status Store::LoadSuperblock() {
   return Status::OK();
 }
 
-Status Store::Publish(Superblock next) {
-  if (tracking_flag_ != 0) next.flags = (next.flags & ~format::kFlagTrackingMask) | tracking_flag_;
+Status Store::WriteSuperblock(Superblock next) {
+  const uint32_t tag = tracking_flag_.load();
+  if (tag != 0) next.flags = (next.flags & ~format::kFlagTrackingMask) | tag;
   format::SealSuperblock(&next);
   std::vector<char> page(kPageSize, 0);
   std::memcpy(page.data(), &next, sizeof(next));
@@ -243,6 +244,27 @@ Status Store::Publish(Superblock next) {
   std::lock_guard<std::mutex> l(mu_);
   sb_ = next;
   return Status::OK();
+}
+
+Status Store::FlushPendingLocked() {
+  if (!pending_publish_) return Status::OK();
+  AMBER_RETURN_IF_ERROR(WriteSuperblock(pending_).WithContext("re-publishing superblock"));
+  pending_publish_ = false;
+  return Status::OK();
+}
+
+Status Store::PublishChange(const std::function<void(Superblock*)>& change) {
+  std::lock_guard<std::mutex> p(publish_mu_);
+  AMBER_RETURN_IF_ERROR(FlushPendingLocked());
+  Superblock next = superblock();
+  change(&next);
+  next.sequence += 1;
+  Status s = WriteSuperblock(next);
+  if (!s.ok()) {
+    pending_ = next;
+    pending_publish_ = true;
+  }
+  return s;
 }
 
 uint64_t Store::LogUsed() const {

@@ -10,9 +10,14 @@
 // superblock whose log tail has moved past them. Recovery is the same migration
 // run at open time, so a crash at any point of it is repaired by running it again.
 //
-// Thread-safety: one writer at a time for the mutating calls (AppendGeneration,
-// Migrate, Recover) — the checkpointer's writer thread. superblock() and the
-// const inspection calls may be used from any thread concurrently with it.
+// Thread-safety: AppendGeneration from one thread at a time (the checkpointer's
+// writer); Migrate may run concurrently with it from another thread (the
+// checkpointer's migrator; migrations themselves are serialised): a migration
+// moves only the generations committed when it started, appends go to the free
+// part of the ring meanwhile, and superblock publishes are serialised, each
+// changing only its own fields. Recover and RecoverInPlace run alone, before
+// any of that. superblock() and the const inspection calls may be used from any
+// thread.
 #pragma once
 
 #include <atomic>
@@ -77,10 +82,15 @@ class Store {
   // kCorruption (with the generation and log offset) on any inconsistency.
   Status ForEachGeneration(bool verify_pages,
                            const std::function<Status(const GenInfo&)>& fn) const;
+  // The same over the generations that superblock `sb` (a copy taken earlier)
+  // names: its [log_tail, log_head) up to its committed_gen.
+  Status ForEachGeneration(const format::Superblock& sb, bool verify_pages,
+                           const std::function<Status(const GenInfo&)>& fn) const;
 
   // Writes generation `gen` (> committed) holding `pages` (distinct heap page
   // numbers) whose images are the concatenation of `images`, in the same order,
-  // and publishes it. If the log lacks room, migrates first. kNoSpace if the
+  // and publishes it. If the log lacks room, waits for a running migration and
+  // migrates what is still needed (back-pressure). kNoSpace if the
   // generation can never fit in the log. On error nothing is published: the
   // previous generation stays current.
   Status AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
@@ -96,7 +106,9 @@ class Store {
   // The limiter must outlive the store or be reset first.
   void SetRateLimiter(RateLimiter* limiter) { limiter_ = limiter; }
 
-  // Copies every committed generation home and empties the log (see above).
+  // Copies every generation committed when it starts home, syncs, and moves the
+  // log tail past them (see above). Generations appended meanwhile stay in the
+  // log. Waits for a migration already running in another thread first.
   Status Migrate();
   // Recovery at open: Migrate(), then optionally VerifyHome(heap_used).
   Status Recover(bool verify_home);
@@ -127,8 +139,14 @@ class Store {
   Store(Env* env, std::string path, int fd, Mode mode);
   static Status Create(Env* env, const std::string& path, const Options& options);
   Status LoadSuperblock();
-  // Writes `next` (sequence already set) to its slot and syncs.
-  Status Publish(format::Superblock next);
+  // Publishes the current superblock changed by `change` (sequence + 1): writes
+  // it to its slot and syncs. Serialised, so an append and a migration never
+  // publish over each other's fields. A superblock whose write failed may or may
+  // not be on disk: it is published again (same sequence) before anything else.
+  Status PublishChange(const std::function<void(format::Superblock*)>& change);
+  Status FlushPendingLocked();  // publish_mu_ held
+  Status WriteSuperblock(format::Superblock next);
+  Status MigrateLocked();  // migrate_mu_ held
   // Where a generation of `bytes` goes, and whether the ring must be restarted
   // at 0 (log empty). kNoSpace when it does not fit now.
   Result<uint64_t> PlaceGeneration(const format::Superblock& sb, uint64_t bytes) const;
@@ -136,7 +154,7 @@ class Store {
   // Newest image of each page in the unmigrated generations: heap page ->
   // (file offset of the image, checksum), sorted by page.
   using NewestList = std::vector<std::pair<uint64_t, std::pair<uint64_t, uint32_t>>>;
-  Result<NewestList> NewestImages() const;
+  Result<NewestList> NewestImages(const format::Superblock& sb) const;
   // Copies those images home (buffered writes), optionally checking checksums.
   Status CopyImagesHome(const NewestList& newest, bool check_crc);
   Status Write(const void* buf, size_t n, uint64_t off);
@@ -147,18 +165,22 @@ class Store {
   int fd_;
   Mode mode_;
   bool created_ = false;
-  mutable std::mutex mu_;  // guards sb_
+  mutable std::mutex mu_;  // guards sb_ (held briefly)
   format::Superblock sb_{};
+  std::mutex migrate_mu_;  // one migration at a time
+  std::mutex publish_mu_;  // serialises publishes; guards pending_*, appended_
+  // (generation, log position) of each generation appended since open, oldest
+  // first, until a migration moves past it: where the log tail goes next.
+  std::vector<std::pair<uint64_t, uint64_t>> appended_;
   // Atomic: written by the writer thread, read by Heap::GetStats() from any thread.
   std::atomic<uint64_t> bytes_written_{0};
   std::atomic<uint64_t> syncs_{0};
   std::atomic<uint64_t> migrations_{0};
   std::vector<char> scratch_;  // reused I/O buffer (writer thread only)
-  // A superblock whose generation's data is durable but whose own write failed:
-  // it may or may not be on disk, so it is published again (same sequence)
-  // before anything else is written to the log.
-  uint32_t tracking_flag_ = 0;
+  std::atomic<uint32_t> tracking_flag_{0};
   RateLimiter* limiter_ = nullptr;
+  // A superblock whose data is durable but whose own write failed: it may or may
+  // not be on disk, so it is published again (same sequence) before anything else.
   bool pending_publish_ = false;
   format::Superblock pending_{};
 };
