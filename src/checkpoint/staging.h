@@ -37,8 +37,11 @@ class StagingPool {
   // A buffer of at least `bytes` (a reused one when one is big enough).
   // kResourceExhausted if memory cannot be mapped.
   Result<StagingBuffer> Get(size_t bytes);
-  // Returns a buffer for reuse. Keeps at most a few; frees the rest.
+  // Returns a buffer for reuse. Keeps at most kKeep (the buffers of one
+  // capture: its pre-copy rounds and the room reserved for its pause); frees
+  // the rest, smallest first.
   void Put(StagingBuffer buffer);
+  static constexpr size_t kKeep = 4;
   // Bytes mapped by buffers handed out or kept here.
   size_t bytes() const;
 
