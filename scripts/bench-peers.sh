@@ -18,7 +18,7 @@
 #   --repeat=R            repetitions of each run (the JSON holds medians)
 #   --max-update-seconds=S  stop a system's update phase after S seconds
 #                         (slow peers; its updates/s stays valid)
-#   --out=DIR             results directory
+#   --out=DIR             results directory (then docs/benchmarks.md is left alone)
 #   --no-install          do not apt-get anything
 #   --allow-missing-amber do not fail when kv-amber cannot be built
 set -euo pipefail
@@ -57,9 +57,11 @@ if ((quick)); then
   doc=""
 else
   : "${keys:=1000000}" "${updates:=2000000}" "${large_keys:=10000000}" "${repeat:=1}"
-  : "${max_s:=60}" "${out:=$ROOT/bench/results}"
   pmdk_max_s=20
-  doc="$ROOT/docs/benchmarks.md"
+  # The page's tables come from bench/results only: a run with --out=DIR (a
+  # subset, an experiment) writes its tables to DIR and leaves the page alone.
+  doc=""; [ -z "$out" ] && doc="$ROOT/docs/benchmarks.md"
+  : "${max_s:=60}" "${out:=$ROOT/bench/results}"
 fi
 
 # --- 1. peers from Debian packages -----------------------------------------------
