@@ -107,10 +107,10 @@ Status Checkpointer::Capture(uint64_t* gen) {
   Job job;
   StagedIndex staged;
   // Copies `pages` (sorted) into the staging: over an earlier image, else into
-  // the free room of the newest buffer, else into `spare` (if given and big
-  // enough), else into a new buffer. False if a buffer could not be had; the
-  // pages not yet copied are then left in *rest.
-  auto stage = [&](const std::vector<uint64_t>& pages, StagingBuffer* spare,
+  // the free room of the newest buffer, else into a buffer from `spare` (if
+  // given), else into a new buffer of at most kStagingChunkPages. False if a buffer could not be
+  // had; the pages not yet copied are then left in *rest.
+  auto stage = [&](const std::vector<uint64_t>& pages, std::vector<StagingBuffer>* spare,
                    std::vector<uint64_t>* rest) {
     std::vector<uint64_t> fresh;
     for (uint64_t p : pages) {
@@ -131,10 +131,14 @@ Status Checkpointer::Capture(uint64_t* gen) {
       }
       if (room == 0) {
         const size_t need = fresh.size() - i;
-        if (spare != nullptr && spare->data() != nullptr && spare->capacity() / kPageSize >= 1) {
-          job.buffers.push_back(std::move(*spare));
+        if (spare != nullptr && !spare->empty()) {
+          job.buffers.push_back(std::move(spare->back()));
+          spare->pop_back();
         } else {
-          auto b = pool_.Get(need * kPageSize);
+          // Fixed-size chunks for large sets, so that buffers freed by any
+          // earlier generation fit any later one and fresh memory (slow to
+          // touch on a VM) is rarely needed.
+          auto b = pool_.Get(std::min<size_t>(need, kStagingChunkPages) * kPageSize);
           if (!b.ok()) {
             rest->assign(fresh.begin() + static_cast<ptrdiff_t>(i), fresh.end());
             MergeIndex(&staged, std::move(added));
@@ -193,10 +197,15 @@ Status Checkpointer::Capture(uint64_t* gen) {
   // Room for what the pause will find, mapped now rather than inside it (first
   // touch of fresh memory is slow): about what the newest collect found, which
   // was written during the round before it, with a margin.
-  StagingBuffer spare;
+  std::vector<StagingBuffer> spare;
   if (last_collect >= kPreCopyMinPages) {
-    auto b = pool_.Get((last_collect + last_collect / 2) * kPageSize);
-    if (b.ok()) spare = std::move(*b);
+    for (size_t want = last_collect + last_collect / 2; want > 0;) {
+      const size_t n = std::min<size_t>(want, kStagingChunkPages);
+      auto b = pool_.Get(n * kPageSize);
+      if (!b.ok()) break;
+      spare.push_back(std::move(*b));
+      want -= n;
+    }
   }
 
   // Phase 2, the pause.
@@ -224,7 +233,7 @@ Status Checkpointer::Capture(uint64_t* gen) {
   auto give_back = [&] {
     for (auto& b : job.buffers) pool_.Put(std::move(b));
     job.buffers.clear();
-    pool_.Put(std::move(spare));
+    for (auto& b : spare) pool_.Put(std::move(b));
   };
   auto fail = [&](const Status& s) {
     std::lock_guard<std::mutex> l(mu_);
@@ -252,7 +261,7 @@ Status Checkpointer::Capture(uint64_t* gen) {
   }
   resume();
   const double pause_ms = static_cast<double>(env_->NowMicros() - t0) / 1000.0;
-  pool_.Put(std::move(spare));  // unused (a moved-from buffer is ignored)
+  for (auto& b : spare) pool_.Put(std::move(b));  // unused
 
   job.gen = next_gen_++;
   job.heap_used = scan;

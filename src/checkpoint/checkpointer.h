@@ -72,6 +72,8 @@ class Checkpointer {
   static constexpr size_t kPreCopyMinPages = 256;
   // At most this many pre-copy rounds before the pause.
   static constexpr int kMaxPreCopyRounds = 3;
+  // Staging for large page sets comes in buffers of at most this many pages.
+  static constexpr size_t kStagingChunkPages = 16384;  // 64 MiB
 
  private:
   struct Job {

@@ -39,6 +39,7 @@ Result<StagingBuffer> StagingPool::Get(size_t bytes) {
       StagingBuffer b = std::move(*best);
       free_.erase(best);
       outstanding_ += b.capacity();
+      peak_outstanding_ = std::max(peak_outstanding_, outstanding_);
       return b;
     }
   }
@@ -61,6 +62,7 @@ Result<StagingBuffer> StagingPool::Get(size_t bytes) {
   }
   std::lock_guard<std::mutex> l(mu_);
   outstanding_ += cap;
+  peak_outstanding_ = std::max(peak_outstanding_, outstanding_);
   return StagingBuffer(env_, static_cast<char*>(*p), cap);
 }
 
@@ -69,10 +71,13 @@ void StagingPool::Put(StagingBuffer buffer) {
   std::lock_guard<std::mutex> l(mu_);
   outstanding_ -= buffer.capacity();
   free_.push_back(std::move(buffer));
-  if (free_.size() > kKeep) {  // keep a few for reuse; drop the smallest
+  size_t free_bytes = 0;
+  for (auto& b : free_) free_bytes += b.capacity();
+  while (free_.size() > kKeep && free_bytes > peak_outstanding_) {
     auto smallest = std::min_element(free_.begin(), free_.end(), [](auto& a, auto& b) {
       return a.capacity() < b.capacity();
     });
+    free_bytes -= smallest->capacity();
     free_.erase(smallest);
   }
 }

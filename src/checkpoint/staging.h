@@ -37,9 +37,11 @@ class StagingPool {
   // A buffer of at least `bytes` (a reused one when one is big enough).
   // kResourceExhausted if memory cannot be mapped.
   Result<StagingBuffer> Get(size_t bytes);
-  // Returns a buffer for reuse. Keeps at most kKeep (the buffers of one
-  // capture: its pre-copy rounds and the room reserved for its pause); frees
-  // the rest, smallest first.
+  // Returns a buffer for reuse. Free buffers are kept as long as they add up
+  // to no more than the most the pool ever had handed out at once (so it
+  // holds at most twice its peak use), and at least kKeep of them; beyond that the
+  // smallest are freed. Kept rather than unmapped because memory handed back
+  // is slow to touch again on a VM (the host may have reclaimed it).
   void Put(StagingBuffer buffer);
   static constexpr size_t kKeep = 4;
   // Bytes mapped by buffers handed out or kept here.
@@ -50,6 +52,7 @@ class StagingPool {
   mutable std::mutex mu_;
   std::vector<StagingBuffer> free_;
   size_t outstanding_ = 0;  // bytes in buffers handed out
+  size_t peak_outstanding_ = 0;
 };
 
 }  // namespace amber
