@@ -3,6 +3,7 @@
 #include "checkpoint/checkpointer.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cstring>
 
 namespace amber {
@@ -78,8 +79,9 @@ char* FindStaged(const StagedIndex& index, uint64_t page) {
   return it != index.end() && it->first == page ? it->second : nullptr;
 }
 
-void MergeIndex(StagedIndex* index, StagedIndex added) {
-  std::sort(added.begin(), added.end());
+// `added` is sorted already: stage() copies a sorted page list in order.
+void MergeIndex(StagedIndex* index, const StagedIndex& added) {
+  assert(std::is_sorted(added.begin(), added.end()));
   StagedIndex out;
   out.reserve(index->size() + added.size());
   std::merge(index->begin(), index->end(), added.begin(), added.end(), std::back_inserter(out));
@@ -108,10 +110,12 @@ Status Checkpointer::Capture(uint64_t* gen) {
   StagedIndex staged;
   // Copies `pages` (sorted) into the staging: over an earlier image, else into
   // the free room of the newest buffer, else into a buffer from `spare` (if
-  // given), else into a new buffer of at most kStagingChunkPages. False if a buffer could not be
-  // had; the pages not yet copied are then left in *rest.
+  // given), else into a new buffer of at most kStagingChunkPages. With
+  // `index`, records where the new images are for later rounds (the pause,
+  // the last user, skips that). False if a buffer could not be had; the pages
+  // not yet copied are then left in *rest.
   auto stage = [&](const std::vector<uint64_t>& pages, std::vector<StagingBuffer>* spare,
-                   std::vector<uint64_t>* rest) {
+                   bool index, std::vector<uint64_t>* rest) {
     std::vector<uint64_t> fresh;
     for (uint64_t p : pages) {
       if (char* img = FindStaged(staged, p)) {
@@ -141,7 +145,7 @@ Status Checkpointer::Capture(uint64_t* gen) {
           auto b = pool_.Get(std::min<size_t>(need, kStagingChunkPages) * kPageSize);
           if (!b.ok()) {
             rest->assign(fresh.begin() + static_cast<ptrdiff_t>(i), fresh.end());
-            MergeIndex(&staged, std::move(added));
+            if (index) MergeIndex(&staged, added);
             return false;
           }
           job.buffers.push_back(std::move(*b));
@@ -155,13 +159,13 @@ Status Checkpointer::Capture(uint64_t* gen) {
       for (size_t k = 0; k < n; ++k, dst += kPageSize) {
         const uint64_t p = fresh[i + k];
         std::memcpy(dst, deps_.base + p * kPageSize, kPageSize);
-        added.emplace_back(p, dst);
+        if (index) added.emplace_back(p, dst);
         job.pages.push_back(p);
       }
       run.pages += n;
       i += n;
     }
-    MergeIndex(&staged, std::move(added));
+    if (index) MergeIndex(&staged, added);
     return true;
   };
 
@@ -190,7 +194,7 @@ Status Checkpointer::Capture(uint64_t* gen) {
         uncopied = pre_;  // cheaper in the pause than another round
         break;
       }
-      if (!stage(pre_, nullptr, &uncopied)) break;
+      if (!stage(pre_, nullptr, /*index=*/true, &uncopied)) break;
       if (round > 0 && last_collect * 4 > previous * 3) break;  // writes outpace the copy
     }
   }
@@ -253,10 +257,9 @@ Status Checkpointer::Capture(uint64_t* gen) {
     return Status::OK();
   }
   std::vector<uint64_t> rest;
-  if (!stage(scratch_, &spare, &rest)) {
+  if (!stage(scratch_, &spare, /*index=*/false, &rest)) {  // rest is part of scratch_
     resume();
     give_back();
-    MergeSorted(&scratch_, rest);
     return fail(ResourceExhausted("no memory for the checkpoint's staging"));
   }
   resume();

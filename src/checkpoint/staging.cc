@@ -48,7 +48,7 @@ Result<StagingBuffer> StagingPool::Get(size_t bytes) {
   cap = (cap + (size_t{2} << 20) - 1) & ~((size_t{2} << 20) - 1);
   // Mapped without the lock: populating a large buffer can take seconds on a
   // VM, and bytes() (Heap::GetStats) must not wait for it. Transparent huge
-  // pages where the kernel allows them (fewer, larger faults to populate: 5x
+  // pages where the kernel allows them (fewer, larger faults to populate: 1.3-5x
   // faster here for 512 MiB), then populated for writing up front; a kernel
   // without MADV_POPULATE_WRITE (< 5.14) gets MAP_POPULATE instead.
   auto p = env_->Map(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

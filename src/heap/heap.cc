@@ -131,8 +131,9 @@ Result<std::unique_ptr<Heap>> Heap::Open(const std::string& path, const Options&
   Store& store = *impl->store;
   // Committed generations still in the log are copied home through the page
   // cache but not synced or published here (a full migration would make the
-  // program wait for the disk before it could start); the writer migrates them
-  // in the background right after open.
+  // program wait for the disk before it could start); they are migrated in the
+  // background right after open (by the migrator thread, or by the writer
+  // with background_migration = false).
   AMBER_RETURN_IF_ERROR(store.RecoverInPlace(options.verify_on_open).WithContext(path));
   const format::Superblock sb = store.superblock();
 
