@@ -176,6 +176,7 @@ Status Checkpointer::Capture(uint64_t* gen) {
   bool all_dirty = false;
   std::vector<uint64_t> uncopied;  // collected (so re-protected) but not copied
   size_t last_collect = 0;         // pages the newest collect found
+  const uint64_t precopy_budget = deps_.store->superblock().log_size / 4;
   if (precopy_) {
     for (int round = 0; round < kMaxPreCopyRounds; ++round) {
       uint64_t scan;
@@ -190,12 +191,17 @@ Status Checkpointer::Capture(uint64_t* gen) {
       }
       const size_t previous = last_collect;
       last_collect = pre_.size();
-      if (pre_.size() < kPreCopyMinPages) {
-        uncopied = pre_;  // cheaper in the pause than another round
+      // Left to the pause: a small set (cheaper there than another round), a
+      // set that did not shrink (writes outpace the copy), or one that would
+      // take the generation past a quarter of the log. Each round lengthens
+      // the capture, and everything written until the pause joins this
+      // generation, which must fit in the log.
+      if (pre_.size() < kPreCopyMinPages || (round > 0 && last_collect * 4 > previous * 3) ||
+          (job.pages.size() + pre_.size()) * kPageSize > precopy_budget) {
+        uncopied = pre_;
         break;
       }
       if (!stage(pre_, nullptr, /*index=*/true, &uncopied)) break;
-      if (round > 0 && last_collect * 4 > previous * 3) break;  // writes outpace the copy
     }
   }
   // Room for what the pause will find, mapped now rather than inside it (first
