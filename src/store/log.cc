@@ -198,7 +198,8 @@ Status Store::AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
   const uint64_t pos = *place;
 
   // Descriptor: header + entries, checksummed together.
-  scratch_.assign(dpages * kPageSize, 0);
+  if (!scratch_.Assign(dpages * kPageSize))
+    return ResourceExhausted("no memory for a generation descriptor");
   GenHeader h{};
   std::memcpy(h.magic, format::kGenMagic, sizeof(h.magic));
   h.gen = gen;
@@ -206,7 +207,7 @@ Status Store::AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
   h.descriptor_pages = dpages;
   h.heap_used = heap_used;
   h.capture_us = capture_us;
-  auto* entries = reinterpret_cast<GenEntry*>(scratch_.data() + sizeof(GenHeader));
+  auto* entries = reinterpret_cast<GenEntry*>(scratch_.data + sizeof(GenHeader));
   uint64_t covered = 0;
   for (const ImageRun& run : images) covered += run.pages;
   if (covered != n) return Internal("image runs do not cover the generation's pages");
@@ -228,9 +229,10 @@ Status Store::AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
       image_ptrs.clear();
       for (uint64_t p = 0; p < k; ++p) image_ptrs.push_back(run.data + (j + p) * kPageSize);
       crc32c::ValuePages(image_ptrs.data(), k, kPageSize, crcs.data() + idx);
-      AMBER_RETURN_IF_ERROR(Write(run.data + j * kPageSize, k * kPageSize, off));
-      // A hint only: errors surface at the fdatasync below.
-      env_->StartWriteback(fd_, off, k * kPageSize).IgnoreError();
+      AMBER_RETURN_IF_ERROR(WriteLog(run.data + j * kPageSize, k * kPageSize, off));
+      // Buffered (no O_DIRECT here): a hint only, errors surface at the
+      // fdatasync below.
+      if (direct_fd_ < 0) env_->StartWriteback(fd_, off, k * kPageSize).IgnoreError();
       off += k * kPageSize;
       idx += k;
       j += k;
@@ -243,10 +245,9 @@ Status Store::AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
   }
   uint32_t crc = crc32c::Value(&h, sizeof(h));
   h.crc = crc32c::Extend(crc, entries, n * sizeof(GenEntry));
-  std::memcpy(scratch_.data(), &h, sizeof(h));
+  std::memcpy(scratch_.data, &h, sizeof(h));
 
-  AMBER_RETURN_IF_ERROR(Write(scratch_.data(), scratch_.size(), base));
-  std::vector<char> cpage(kPageSize, 0);
+  AMBER_RETURN_IF_ERROR(WriteLog(scratch_.data, scratch_.size, base));
   GenCommit c{};
   std::memcpy(c.magic, format::kCommitMagic, sizeof(c.magic));
   c.gen = gen;
@@ -254,8 +255,9 @@ Status Store::AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
   c.total_pages = total;
   c.descriptor_crc = h.crc;
   c.crc = crc32c::Value(&c, offsetof(GenCommit, crc));
-  std::memcpy(cpage.data(), &c, sizeof(c));
-  AMBER_RETURN_IF_ERROR(Write(cpage.data(), kPageSize, base + (dpages + n) * kPageSize));
+  if (!scratch_.Assign(kPageSize)) return ResourceExhausted("no memory for a commit record");
+  std::memcpy(scratch_.data, &c, sizeof(c));
+  AMBER_RETURN_IF_ERROR(WriteLog(scratch_.data, kPageSize, base + (dpages + n) * kPageSize));
   AMBER_RETURN_IF_ERROR(DataSync());
 
   // Only this generation's fields: a migration may have moved the tail since sb.

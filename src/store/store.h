@@ -22,6 +22,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -157,12 +158,20 @@ class Store {
   Result<NewestList> NewestImages(const format::Superblock& sb) const;
   // Copies those images home (buffered writes), optionally checking checksums.
   Status CopyImagesHome(const NewestList& newest, bool check_crc);
+  // Buffered write through fd_ (superblocks, the checksum table, home pages).
   Status Write(const void* buf, size_t n, uint64_t off);
+  // A log write: through direct_fd_ (O_DIRECT) when there is one and buf, n
+  // and off are page aligned, else like Write. Log images are read back only
+  // by migration and recovery, so keeping them out of the page cache saves a
+  // copy of every byte and the memory for it.
+  Status WriteLog(const void* buf, size_t n, uint64_t off);
+  Status WriteTo(int fd, const void* buf, size_t n, uint64_t off);
   Status DataSync();
 
   Env* env_;
   std::string path_;
   int fd_;
+  int direct_fd_ = -1;  // the same file opened O_DIRECT (read-write mode), or -1
   Mode mode_;
   bool created_ = false;
   mutable std::mutex mu_;  // guards sb_ (held briefly)
@@ -176,7 +185,16 @@ class Store {
   std::atomic<uint64_t> bytes_written_{0};
   std::atomic<uint64_t> syncs_{0};
   std::atomic<uint64_t> migrations_{0};
-  std::vector<char> scratch_;  // reused I/O buffer (writer thread only)
+  // Page-aligned, reused I/O buffer (writer thread only): descriptor and
+  // commit pages, written with O_DIRECT.
+  struct PageBuffer {
+    char* data = nullptr;
+    size_t size = 0, capacity = 0;
+    ~PageBuffer() { std::free(data); }
+    // Zero-filled, `n` (a multiple of 4 KiB) bytes; false without memory.
+    bool Assign(size_t n);
+  };
+  PageBuffer scratch_;
   std::atomic<uint32_t> tracking_flag_{0};
   RateLimiter* limiter_ = nullptr;
   // A superblock whose data is durable but whose own write failed: it may or may
