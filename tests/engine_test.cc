@@ -202,5 +202,60 @@ TEST(Engine, DirtySetTriggersEarlyCheckpoints) {
   for (size_t i = 0; i < kBytes / 8; i += 512) ASSERT_EQ(data[i], i + 1) << i;
 }
 
+// Each checkpoint rewrites the same 16 pages. With max_replay_bytes at one byte,
+// every durable generation is migrated (inline: before the writer appends the
+// next one; background: by the migrator, waited for), so the log never holds
+// more than the newest generation and a reopen replays at most that. Without
+// the option the log keeps every generation until it is half full.
+void CheckReplayBound(bool background) {
+  SCOPED_TRACE(background ? "background migration" : "inline migration");
+  constexpr int kRounds = 8, kDirty = 16;
+  // One generation: its 16 pages, a descriptor page and a commit page.
+  constexpr uint64_t kGenBytes = (kDirty + 2) * 4096;
+  auto run = [&](uint64_t max_replay, const std::string& path, std::vector<uint64_t>* used) {
+    Options o = TestOptions();
+    o.background_migration = background;
+    o.max_replay_bytes = max_replay;
+    auto heap = Heap::Open(path, o);
+    ASSERT_TRUE(heap.ok()) << heap.status().ToString();
+    auto root = (*heap)->Root<Pages>("pages");
+    ASSERT_TRUE(root.ok());
+    for (int r = 1; r <= kRounds; ++r) {
+      {
+        Section s(**heap);
+        for (int p = 0; p < kDirty; ++p) (*root)->words[p][0] = r;
+      }
+      ASSERT_TRUE((*heap)->Checkpoint().ok());
+      Stats st = (*heap)->GetStats();
+      // Background: the migrator runs after the generation is durable; give it time.
+      for (int i = 0; i < 2000 && background && max_replay != 0 && st.log_used > kGenBytes; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        st = (*heap)->GetStats();
+      }
+      used->push_back(st.log_used);
+    }
+    ASSERT_TRUE((*heap)->Close().ok());
+    auto again = Heap::Open(path, o);
+    ASSERT_TRUE(again.ok()) << again.status().ToString();
+    auto back = (*again)->Root<Pages>("pages");
+    ASSERT_TRUE(back.ok());
+    for (int p = 0; p < kDirty; ++p) EXPECT_EQ((*back)->words[p][0], uint64_t{kRounds}) << p;
+    ASSERT_TRUE((*again)->Close().ok());
+  };
+  TempDir dir;
+  std::vector<uint64_t> bounded, unbounded;
+  run(1, dir.File("bounded.amber"), &bounded);
+  run(0, dir.File("unbounded.amber"), &unbounded);
+  ASSERT_EQ(bounded.size(), size_t{kRounds});
+  ASSERT_EQ(unbounded.size(), size_t{kRounds});
+  for (int r = 1; r < kRounds; ++r) {  // round 0 may still hold the root's creation
+    EXPECT_LE(bounded[r], kGenBytes) << "round " << r << ": the log was not migrated";
+  }
+  EXPECT_GE(unbounded.back(), (kRounds - 1) * kGenBytes) << "the default migrated early";
+}
+
+TEST(Engine, MaxReplayBytesBoundsTheLogInline) { CheckReplayBound(false); }
+TEST(Engine, MaxReplayBytesBoundsTheLogInBackground) { CheckReplayBound(true); }
+
 }  // namespace
 }  // namespace amber

@@ -55,6 +55,16 @@ struct Options {
   // so no checkpoint is written while a migration runs (one I/O stream at a
   // time, in a deterministic order).
   bool background_migration = true;
+  // Bounds what opening after a crash must replay (its time): committed
+  // checkpoints are migrated home once the log holds more than this many bytes
+  // of them, and the timer takes a checkpoint early once the pages written
+  // since the last one pass half of it. What a reopen replays is then about
+  // this much, plus what was written while the last migration ran, however
+  // large the heap or the log. Smaller means faster recovery but more writes
+  // (pages rewritten in every checkpoint are copied home more often, and
+  // checkpoints come more often under heavy writing). 0 = no bound beyond the
+  // log's: migrate at half the log, checkpoint early at a quarter of it.
+  uint64_t max_replay_bytes = 0;
   // Check every home-image page against its checksum when opening (reads the
   // used part of the heap once; turn off for the fastest open).
   bool verify_on_open = true;

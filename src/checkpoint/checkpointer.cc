@@ -318,16 +318,23 @@ Status Checkpointer::Commit() {
   return WaitDurable(gen);
 }
 
+bool Checkpointer::MigrationDue() const {
+  // At half the log at the latest, so the writer has the other half to append
+  // to meanwhile and a burst of checkpoints still fits; earlier if recovery
+  // time is bounded (max_replay_bytes).
+  const uint64_t half = deps_.store->superblock().log_size / 2;
+  const uint64_t limit =
+      options_.max_replay_bytes == 0 ? half : std::min(options_.max_replay_bytes, half);
+  return deps_.store->LogUsed() > limit;
+}
+
 void Checkpointer::MigratorLoop() {
-  const uint64_t log_size = deps_.store->superblock().log_size;
   std::unique_lock<std::mutex> l(mu_);
   for (;;) {
     migrate_cv_.wait(l, [&] { return migrate_wanted_ || migrator_stop_; });
     if (migrator_stop_) break;
     migrate_wanted_ = false;
-    // Migrate once the log is half full, so the writer has the other half to
-    // append to meanwhile and a burst of checkpoints still fits.
-    if (deps_.store->LogUsed() * 2 <= log_size) continue;
+    if (!MigrationDue()) continue;
     l.unlock();
     Status ms = deps_.store->Migrate();
     l.lock();
@@ -336,9 +343,8 @@ void Checkpointer::MigratorLoop() {
 }
 
 void Checkpointer::WriterLoop() {
-  const uint64_t log_size = deps_.store->superblock().log_size;
-  auto migrate_if_half_full = [&] {
-    if (deps_.store->LogUsed() * 2 <= log_size) return;
+  auto migrate_if_due = [&] {
+    if (!MigrationDue()) return;
     if (!options_.background_migration) {
       // Inline: the writer migrates before it takes the next generation.
       Status ms = deps_.store->Migrate();
@@ -355,7 +361,7 @@ void Checkpointer::WriterLoop() {
   // Recovery loads the log's generations into the heap without migrating them:
   // inline mode reclaims that space before the first generation (the migrator
   // thread does so when it starts).
-  if (!options_.background_migration) migrate_if_half_full();
+  if (!options_.background_migration) migrate_if_due();
   for (;;) {
     Job job;
     {
@@ -396,7 +402,7 @@ void Checkpointer::WriterLoop() {
       }
     }
     cv_.notify_all();
-    if (s.ok()) migrate_if_half_full();
+    if (s.ok()) migrate_if_due();
   }
   std::lock_guard<std::mutex> l(mu_);
   writer_exited_ = true;
@@ -421,6 +427,11 @@ void Checkpointer::TimerLoop() {
   const auto interval = std::chrono::milliseconds(options_.checkpoint_interval_ms);
   const auto poll = std::min<std::chrono::milliseconds>(interval, std::chrono::milliseconds(50));
   const uint64_t log_size = deps_.store->superblock().log_size;
+  // Early at a quarter of the log; with max_replay_bytes, also before one
+  // generation could outgrow half of what a reopen may replay.
+  const uint64_t early = options_.max_replay_bytes == 0
+                             ? log_size / 4
+                             : std::min(log_size / 4, options_.max_replay_bytes / 2);
   auto last = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> l(mu_);
   while (!timer_stop_) {
@@ -441,7 +452,7 @@ void Checkpointer::TimerLoop() {
       }
       deps_.gate->Open();
     }
-    if (due || dirty > log_size / 4) {
+    if (due || dirty > early) {
       last = std::chrono::steady_clock::now();
       uint64_t gen;
       Capture(&gen).IgnoreError();  // failures are counted in the stats

@@ -45,8 +45,8 @@ class Checkpointer {
     Store* store;
     DirtyTracker* tracker;
     Gate* gate;
-    std::mutex* alloc_mutex;                // held during capture
-    std::function<uint64_t()> scan_bytes;   // bytes from base worth scanning (under alloc lock)
+    std::mutex* alloc_mutex;               // held during capture
+    std::function<uint64_t()> scan_bytes;  // bytes from base worth scanning (under alloc lock)
     char* base;
   };
   Checkpointer(const Deps& deps, const Options& options);
@@ -87,6 +87,9 @@ class Checkpointer {
   };
   void WriterLoop();
   void MigratorLoop();
+  // The log holds more committed bytes than Options allow (half the log, or
+  // max_replay_bytes): time to copy them home.
+  bool MigrationDue() const;
   void TimerLoop();
   // Bytes written since the last capture (no side effects).
   uint64_t DirtyBytes();
@@ -96,25 +99,25 @@ class Checkpointer {
   Env* env_;
   StagingPool pool_;
 
-  std::mutex capture_mu_;            // serialises captures
-  uint64_t next_gen_;                // guarded by capture_mu_
-  std::vector<uint64_t> scratch_;    // guarded by capture_mu_
-  std::vector<uint64_t> pre_;        // guarded by capture_mu_
-  bool precopy_;                     // tracker supports it (not "full")
+  std::mutex capture_mu_;              // serialises captures
+  uint64_t next_gen_;                  // guarded by capture_mu_
+  std::vector<uint64_t> scratch_;      // guarded by capture_mu_
+  std::vector<uint64_t> pre_;          // guarded by capture_mu_
+  bool precopy_;                       // tracker supports it (not "full")
   std::atomic<uint64_t> captures_{0};  // captures whose gate has closed
   std::atomic<uint64_t> last_captured_gen_{0};
 
-  mutable std::mutex mu_;            // guards everything below
+  mutable std::mutex mu_;  // guards everything below
   std::condition_variable cv_;
   std::condition_variable timer_cv_;
   std::deque<Job> queue_;
-  std::vector<uint64_t> carry_;      // pages of failed generations, sorted
+  std::vector<uint64_t> carry_;  // pages of failed generations, sorted
   // Generations the writer failed. A job captured before the latest failure lacks
   // that generation's pages (they were carried to a later capture), so publishing it
   // would make a state that mixes two checkpoints: the writer fails it too.
   uint64_t writer_failures_ = 0;
-  uint64_t durable_gen_ = 0;         // newest generation made durable
-  uint64_t processed_gen_ = 0;       // newest generation the writer finished (ok or not)
+  uint64_t durable_gen_ = 0;           // newest generation made durable
+  uint64_t processed_gen_ = 0;         // newest generation the writer finished (ok or not)
   std::map<uint64_t, Status> failed_;  // generation -> its error
   bool stopping_ = false;
   bool timer_stop_ = false;
