@@ -33,7 +33,7 @@ class AmberStore : public KvStore {
     return std::string(
                "amber, amber::unordered_map in the persistent heap, automatic "
                "checkpoint every second, one Section per update, Commit() at the "
-               "end, max_replay_bytes = 256 MiB") +
+               "end") +
            (cfg_.mode == "noverify" ? "; open without the checksum pass (verify_on_open=false)"
                                     : "");
   }
@@ -53,10 +53,6 @@ class AmberStore : public KvStore {
     options.capacity = (cfg_.keys * 280 + 256 * kMiB + 64 * kMiB - 1) / (64 * kMiB) * (64 * kMiB);
     options.log_size = (cfg_.keys * 640 + 64 * kMiB) / kMiB * kMiB;
     options.checkpoint_interval_ms = cfg_.sync_interval_ms;
-    // That log would leave up to half of it (gigabytes at 10 M keys) for a
-    // reopen to replay: bound what recovery replays instead, so it stays flat
-    // as the dataset grows (each checkpoint is then copied home sooner).
-    options.max_replay_bytes = 256 * kMiB;
     // --mode=noverify: skip the page-checksum pass over the home image at open.
     options.verify_on_open = cfg_.mode != "noverify";
     options.create_if_missing = create;

@@ -25,7 +25,7 @@ Result<Store::NewestList> Store::NewestImages(const Superblock& sb) const {
 
 Status Store::CopyImagesHome(const NewestList& newest, bool check_crc) {
   // In log order: the log was written sequentially (and with O_DIRECT, so it
-  // is not in the page cache), so read it in large windows at device speed,
+  // is not in the page cache): read it in large windows at device speed,
   // skipping only long stretches of superseded images, instead of a small
   // random read per run of pages in heap order. Within a generation images
   // are in page order, so the home writes come out mostly ascending too.
@@ -43,7 +43,6 @@ Status Store::CopyImagesHome(const NewestList& newest, bool check_crc) {
   constexpr uint64_t kMaxGap = 64 * kPageSize;     // superseded bytes read through
   PageBuffer buf;
   if (!buf.Assign(kWindow)) return ResourceExhausted("no memory for migration");
-  const int rfd = direct_fd_ >= 0 ? direct_fd_ : fd_;
   size_t i = 0;
   while (i < order.size()) {
     // A window: images from order[i] on, each within kMaxGap of the previous.
@@ -53,7 +52,10 @@ Status Store::CopyImagesHome(const NewestList& newest, bool check_crc) {
            order[j].first - order[j - 1].first <= kMaxGap)
       ++j;
     const uint64_t len = order[j - 1].first + kPageSize - start;
-    AMBER_RETURN_IF_ERROR(env_->PRead(rfd, buf.data, len, start));
+    // Buffered: the kernel's readahead fetches the next window while this one
+    // is copied (a reopen replaying 1.3 GB took 4.0 s so, 4.7-6.4 s with
+    // O_DIRECT reads, which do not overlap).
+    AMBER_RETURN_IF_ERROR(env_->PRead(fd_, buf.data, len, start));
     // Home writes: runs consecutive both in the window and at home.
     for (size_t k = i; k < j;) {
       size_t e = k + 1;
