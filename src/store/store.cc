@@ -66,10 +66,10 @@ format::Superblock Store::superblock() const {
 
 Status Store::Write(const void* buf, size_t n, uint64_t off) { return WriteTo(fd_, buf, n, off); }
 
-Status Store::WriteLog(const void* buf, size_t n, uint64_t off) {
+Status Store::WriteLog(const void* buf, size_t n, uint64_t off, bool direct) {
   const bool aligned = reinterpret_cast<uintptr_t>(buf) % kPageSize == 0 && n % kPageSize == 0 &&
                        off % kPageSize == 0;
-  return WriteTo(direct_fd_ >= 0 && aligned ? direct_fd_ : fd_, buf, n, off);
+  return WriteTo(direct && direct_fd_ >= 0 && aligned ? direct_fd_ : fd_, buf, n, off);
 }
 
 Status Store::WriteTo(int fd, const void* buf, size_t n, uint64_t off) {

@@ -164,7 +164,9 @@ class Store {
   // and off are page aligned, else like Write. Log images are read back only
   // by migration and recovery, so keeping them out of the page cache saves a
   // copy of every byte and the memory for it.
-  Status WriteLog(const void* buf, size_t n, uint64_t off);
+  // direct = false forces the buffered path: a small generation is cheaper as
+  // a few page-cache copies and one fdatasync than as synchronous device writes.
+  Status WriteLog(const void* buf, size_t n, uint64_t off, bool direct);
   Status WriteTo(int fd, const void* buf, size_t n, uint64_t off);
   Status DataSync();
 

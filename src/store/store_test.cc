@@ -3,11 +3,14 @@
 #include "store/store.h"
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <random>
 #include <thread>
 
@@ -22,8 +25,8 @@ using testing::TempDir;
 
 Options SmallOptions() {
   Options o;
-  o.capacity = uint64_t{4} << 20;   // 1024 pages
-  o.log_size = 64 * kPageSize;      // a tiny log, to exercise wrap-around
+  o.capacity = uint64_t{4} << 20;  // 1024 pages
+  o.log_size = 64 * kPageSize;     // a tiny log, to exercise wrap-around
   o.base_address = testing::TestBase();
   return o;
 }
@@ -52,7 +55,8 @@ std::pair<uint64_t, uint64_t> HomePage(const std::string& path, const Store& st,
   char buf[16];
   auto fd = Env::Default()->Open(path, O_RDONLY, 0);
   EXPECT_TRUE(fd.ok());
-  EXPECT_TRUE(Env::Default()->PRead(*fd, buf, 16, st.superblock().home_offset + page * kPageSize).ok());
+  EXPECT_TRUE(
+      Env::Default()->PRead(*fd, buf, 16, st.superblock().home_offset + page * kPageSize).ok());
   Env::Default()->Close(*fd).IgnoreError();
   uint64_t a, b;
   std::memcpy(&a, buf, 8);
@@ -179,6 +183,63 @@ TEST(Store, GenerationsSurviveReopenAndMigrateHome) {
   EXPECT_EQ(HomePage(path, *st, 3), std::make_pair(uint64_t{0}, uint64_t{0}));
 }
 
+// Generations of 256 pages or more are written with O_DIRECT (where the file
+// system has it): they must not land in the page cache, and must recover and
+// migrate exactly like buffered ones.
+TEST(Store, LargeGenerationsBypassThePageCacheAndRecover) {
+  TempDir dir;
+  auto path = dir.File("s.amber");
+  Options o = SmallOptions();
+  o.log_size = 1024 * kPageSize;
+  constexpr uint64_t kN = 300;
+  auto aligned_images = [](const std::vector<uint64_t>& pages, uint64_t version) {
+    std::vector<char> v = Images(pages, version);
+    std::shared_ptr<char> buf(static_cast<char*>(std::aligned_alloc(kPageSize, v.size())),
+                              std::free);
+    std::memcpy(buf.get(), v.data(), v.size());
+    return buf;
+  };
+  std::vector<uint64_t> p1(kN), p2(kN);
+  for (uint64_t i = 0; i < kN; ++i) {
+    p1[i] = i;            // pages 0..299
+    p2[i] = 150 + 2 * i;  // half of them again, and others beyond
+  }
+  uint64_t log_offset = 0;
+  {
+    auto st = OpenStore(path, o);
+    ASSERT_TRUE(st);
+    auto i1 = aligned_images(p1, 1), i2 = aligned_images(p2, 2);
+    ASSERT_TRUE(st->AppendGeneration(1, p1, i1.get(), 1024 * kPageSize, 1).ok());
+    ASSERT_TRUE(st->AppendGeneration(2, p2, i2.get(), 1024 * kPageSize, 2).ok());
+    log_offset = st->superblock().log_offset;
+  }
+  // Page-cache residency of generation 1's images (after its descriptor page).
+  auto fd = Env::Default()->Open(path, O_RDONLY, 0);
+  ASSERT_TRUE(fd.ok());
+  void* m = ::mmap(nullptr, kN * kPageSize, PROT_READ, MAP_SHARED, *fd, log_offset + kPageSize);
+  ASSERT_NE(m, MAP_FAILED);
+  std::vector<unsigned char> resident(kN);
+  ASSERT_EQ(::mincore(m, kN * kPageSize, resident.data()), 0);
+  ::munmap(m, kN * kPageSize);
+  Env::Default()->Close(*fd).IgnoreError();
+  auto direct = Env::Default()->Open(path, O_RDONLY | O_DIRECT, 0);
+  if (direct.ok()) {
+    Env::Default()->Close(*direct).IgnoreError();
+    size_t cached = 0;
+    for (unsigned char r : resident) cached += r & 1;
+    EXPECT_EQ(cached, 0u) << "large generation went through the page cache";
+  }
+  auto st = OpenStore(path, o);
+  ASSERT_TRUE(st);
+  ASSERT_TRUE(st->Recover(true).ok());
+  EXPECT_EQ(st->LogUsed(), 0u);
+  for (uint64_t page = 0; page < 150 + 2 * kN; ++page) {
+    const bool in2 = page >= 150 && (page - 150) % 2 == 0;
+    const uint64_t want = in2 ? 2 : page < kN ? 1 : 0;
+    ASSERT_EQ(HomePage(path, *st, page), std::make_pair(want == 0 ? 0 : page, want)) << page;
+  }
+}
+
 TEST(Store, RingWrapsAndMigratesUnderPressure) {
   TempDir dir;
   auto path = dir.File("s.amber");
@@ -241,7 +302,8 @@ TEST(Store, UnpublishedGenerationIsIgnored) {
     auto fd = Env::Default()->Open(path, O_RDWR, 0);
     ASSERT_TRUE(fd.ok());
     ASSERT_TRUE(Env::Default()->PWrite(*fd, page.data(), kPageSize, sb.log_offset + pos).ok());
-    ASSERT_TRUE(Env::Default()->PWrite(*fd, img.data(), kPageSize, sb.log_offset + pos + kPageSize).ok());
+    ASSERT_TRUE(
+        Env::Default()->PWrite(*fd, img.data(), kPageSize, sb.log_offset + pos + kPageSize).ok());
     Env::Default()->Close(*fd).IgnoreError();
   }
   auto st = OpenStore(path);
@@ -254,7 +316,8 @@ TEST(Store, FlippedSuperblockByteIsCorruption) {
   TempDir dir;
   auto path = dir.File("s.amber");
   { auto st = OpenStore(path); }
-  for (uint64_t off : {uint64_t{kPageSize + 40}, uint64_t{kPageSize + 0}, uint64_t{kPageSize + 120}}) {
+  for (uint64_t off :
+       {uint64_t{kPageSize + 40}, uint64_t{kPageSize + 0}, uint64_t{kPageSize + 120}}) {
     ASSERT_TRUE(FlipByte(path, off));
     auto s = Store::Open(Env::Default(), path, SmallOptions(), Store::Mode::kReadOnly);
     ASSERT_FALSE(s.ok()) << off;
@@ -276,7 +339,8 @@ TEST(Store, FlippedLogByteIsCorruption) {
     log_offset = st->superblock().log_offset;
   }
   // Descriptor, a page image, the commit record.
-  for (uint64_t off : {log_offset + 70, log_offset + kPageSize * 2 + 99, log_offset + kPageSize * 4 + 9}) {
+  for (uint64_t off :
+       {log_offset + 70, log_offset + kPageSize * 2 + 99, log_offset + kPageSize * 4 + 9}) {
     ASSERT_TRUE(FlipByte(path, off));
     auto st = OpenStore(path, SmallOptions(), Store::Mode::kReadOnly);
     Status s = st->Recover(false);
@@ -350,10 +414,13 @@ TEST(Store, BadCreateOptionsAreRejected) {
   o.base_address = 12345;
   EXPECT_EQ(Store::Open(Env::Default(), dir.File("b"), o, Store::Mode::kReadWrite).status().code(),
             Code::kInvalidArgument);
-  EXPECT_EQ(Store::Open(Env::Default(), "", SmallOptions(), Store::Mode::kReadWrite).status().code(),
-            Code::kInvalidArgument);
+  EXPECT_EQ(
+      Store::Open(Env::Default(), "", SmallOptions(), Store::Mode::kReadWrite).status().code(),
+      Code::kInvalidArgument);
   EXPECT_EQ(Store::Open(Env::Default(), dir.File("no/such/dir/x"), SmallOptions(),
-                        Store::Mode::kReadWrite).status().code(),
+                        Store::Mode::kReadWrite)
+                .status()
+                .code(),
             Code::kNotFound);
 }
 
