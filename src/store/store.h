@@ -192,6 +192,9 @@ class Store {
   struct PageBuffer {
     char* data = nullptr;
     size_t size = 0, capacity = 0;
+    PageBuffer() = default;
+    PageBuffer(const PageBuffer&) = delete;  // owns `data`
+    PageBuffer& operator=(const PageBuffer&) = delete;
     ~PageBuffer() { std::free(data); }
     // Zero-filled, `n` (a multiple of 4 KiB) bytes; false without memory.
     bool Assign(size_t n);
