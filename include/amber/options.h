@@ -58,9 +58,10 @@ struct Options {
   // Bounds what opening after a crash must replay (its time): committed
   // checkpoints are migrated home once the log holds more than this many bytes
   // of them, and the timer takes a checkpoint early once the pages written
-  // since the last one pass half of it. What a reopen replays is then about
-  // this much, plus what was written while the last migration ran, however
-  // large the heap or the log. Smaller means faster recovery but more writes
+  // since the last one pass half of it. While migration keeps up with the
+  // writes, a reopen then replays about this much, plus what was written while
+  // the last migration ran, however large the heap or the log (it did not keep
+  // up at 10 M keys in bench/peers: docs/benchmarks.md). Smaller means faster recovery but more writes
   // (pages rewritten in every checkpoint are copied home more often, and
   // checkpoints come more often under heavy writing). 0 = no bound beyond the
   // log's: migrate at half the log, checkpoint early at a quarter of it.

@@ -108,6 +108,12 @@ Status Checkpointer::Capture(uint64_t* gen) {
 
   Job job;
   StagedIndex staged;
+  // Fixed-size chunks for large sets, so that buffers freed by any earlier
+  // generation fit any later one and fresh memory (slow to touch on a VM) is
+  // rarely needed.
+  auto get_chunk = [&](size_t pages) {
+    return pool_.Get(std::min<size_t>(pages, kStagingChunkPages) * kPageSize);
+  };
   // Copies `pages` (sorted) into the staging: over an earlier image, else into
   // the free room of the newest buffer, else into a buffer from `spare` (if
   // given), else into a new buffer of at most kStagingChunkPages. With
@@ -139,10 +145,7 @@ Status Checkpointer::Capture(uint64_t* gen) {
           job.buffers.push_back(std::move(spare->back()));
           spare->pop_back();
         } else {
-          // Fixed-size chunks for large sets, so that buffers freed by any
-          // earlier generation fit any later one and fresh memory (slow to
-          // touch on a VM) is rarely needed.
-          auto b = pool_.Get(std::min<size_t>(need, kStagingChunkPages) * kPageSize);
+          auto b = get_chunk(need);
           if (!b.ok()) {
             rest->assign(fresh.begin() + static_cast<ptrdiff_t>(i), fresh.end());
             if (index) MergeIndex(&staged, added);
@@ -210,11 +213,10 @@ Status Checkpointer::Capture(uint64_t* gen) {
   std::vector<StagingBuffer> spare;
   if (last_collect >= kPreCopyMinPages) {
     for (size_t want = last_collect + last_collect / 2; want > 0;) {
-      const size_t n = std::min<size_t>(want, kStagingChunkPages);
-      auto b = pool_.Get(n * kPageSize);
+      auto b = get_chunk(want);
       if (!b.ok()) break;
       spare.push_back(std::move(*b));
-      want -= n;
+      want -= std::min(want, kStagingChunkPages);
     }
   }
 
@@ -318,15 +320,14 @@ Status Checkpointer::Commit() {
   return WaitDurable(gen);
 }
 
-bool Checkpointer::MigrationDue() const {
-  // At half the log at the latest, so the writer has the other half to append
-  // to meanwhile and a burst of checkpoints still fits; earlier if recovery
-  // time is bounded (max_replay_bytes).
+uint64_t Checkpointer::ReplayBound() const {
+  // Half the log at most, so the writer has the other half to append to while
+  // a migration runs and a burst of checkpoints still fits.
   const uint64_t half = deps_.store->superblock().log_size / 2;
-  const uint64_t limit =
-      options_.max_replay_bytes == 0 ? half : std::min(options_.max_replay_bytes, half);
-  return deps_.store->LogUsed() > limit;
+  return options_.max_replay_bytes == 0 ? half : std::min(options_.max_replay_bytes, half);
 }
+
+bool Checkpointer::MigrationDue() const { return deps_.store->LogUsed() > ReplayBound(); }
 
 void Checkpointer::MigratorLoop() {
   std::unique_lock<std::mutex> l(mu_);
@@ -422,16 +423,15 @@ uint64_t Checkpointer::DirtyBytes() {
 
 void Checkpointer::TimerLoop() {
   // Wakes at least every 50 ms: a checkpoint is due when the interval has passed,
-  // or early when the dirty set passes a quarter of the log, so that a fast
-  // mutator never dirties more than one checkpoint can hold.
+  // or early when the dirty set passes half the replay bound (a quarter of the
+  // log by default), so that a fast mutator never dirties more than one
+  // checkpoint can hold.
   const auto interval = std::chrono::milliseconds(options_.checkpoint_interval_ms);
   const auto poll = std::min<std::chrono::milliseconds>(interval, std::chrono::milliseconds(50));
   const uint64_t log_size = deps_.store->superblock().log_size;
-  // Early at a quarter of the log; with max_replay_bytes, also before one
-  // generation could outgrow half of what a reopen may replay.
-  const uint64_t early = options_.max_replay_bytes == 0
-                             ? log_size / 4
-                             : std::min(log_size / 4, options_.max_replay_bytes / 2);
+  // Early at half the replay bound (a quarter of the log by default), so that
+  // one generation cannot outgrow it by itself.
+  const uint64_t early = ReplayBound() / 2;
   auto last = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> l(mu_);
   while (!timer_stop_) {

@@ -87,8 +87,10 @@ class Checkpointer {
   };
   void WriterLoop();
   void MigratorLoop();
-  // The log holds more committed bytes than Options allow (half the log, or
-  // max_replay_bytes): time to copy them home.
+  // Most committed bytes the log should hold (what a reopen replays): half the
+  // log, or Options::max_replay_bytes if smaller.
+  uint64_t ReplayBound() const;
+  // The log holds more than ReplayBound(): time to copy it home.
   bool MigrationDue() const;
   void TimerLoop();
   // Bytes written since the last capture (no side effects).

@@ -46,7 +46,7 @@ Store::~Store() {
   if (fd_ >= 0) env_->Close(fd_).IgnoreError();
 }
 
-bool Store::PageBuffer::Assign(size_t n) {
+bool PageBuffer::Assign(size_t n) {
   if (n > capacity) {
     void* p = std::aligned_alloc(kPageSize, n);
     if (p == nullptr) return false;
@@ -57,6 +57,14 @@ bool Store::PageBuffer::Assign(size_t n) {
   size = n;
   std::memset(data, 0, n);
   return true;
+}
+
+Result<int> OpenDirect(Env* env, const std::string& path, int flags) {
+  Result<int> fd = env->Open(path, flags | O_DIRECT, 0);
+  if (fd.ok()) return fd;
+  const Code code = fd.status().code();
+  if (code == Code::kInvalidArgument || code == Code::kNotSupported) return -1;
+  return fd.status();
 }
 
 format::Superblock Store::superblock() const {
@@ -124,34 +132,25 @@ Status SyncDir(Env* env, const std::string& path) {
 // 6 GiB log took 17-33 s to create that way). The caller's Sync covers both.
 Status WriteZeros(Env* env, int fd, const std::string& path, uint64_t off, uint64_t len) {
   constexpr size_t kChunk = size_t{8} << 20;
-  const bool aligned = off % kPageSize == 0 && len % kPageSize == 0;
-  Result<int> direct = aligned ? env->Open(path, O_WRONLY | O_DIRECT, 0)
-                               : Result<int>(InvalidArgument("unaligned range"));
-  // EINVAL: this file system has no O_DIRECT; any other error is real.
-  if (!direct.ok() && aligned && direct.status().code() != Code::kInvalidArgument &&
-      direct.status().code() != Code::kNotSupported)
-    return direct.status();
-  int wfd = direct.ok() ? *direct : fd;
-  void* mem = std::aligned_alloc(kPageSize, kChunk);
-  if (mem == nullptr) {
-    if (direct.ok()) env->Close(*direct).IgnoreError();
-    return ResourceExhausted("no memory for a buffer of zeros");
+  int direct = -1;
+  if (off % kPageSize == 0 && len % kPageSize == 0) {
+    AMBER_ASSIGN_OR_RETURN(direct, OpenDirect(env, path, O_WRONLY));
   }
-  std::memset(mem, 0, kChunk);
-  Status s;
+  int wfd = direct >= 0 ? direct : fd;
+  PageBuffer zeros;
+  Status s = zeros.Assign(kChunk) ? Status::OK() : ResourceExhausted("no memory for a buffer of zeros");
   while (s.ok() && len > 0) {
     const size_t n = static_cast<size_t>(std::min<uint64_t>(len, kChunk));
-    s = env->PWrite(wfd, mem, n, off);
+    s = env->PWrite(wfd, zeros.data, n, off);
     if (!s.ok() && wfd != fd && s.code() == Code::kInvalidArgument) {
       wfd = fd;  // O_DIRECT opened but refused: the page cache it is
-      s = env->PWrite(wfd, mem, n, off);
+      s = env->PWrite(wfd, zeros.data, n, off);
     }
     off += n;
     len -= n;
   }
-  std::free(mem);
-  if (direct.ok()) {
-    Status c = env->Close(*direct);
+  if (direct >= 0) {
+    Status c = env->Close(direct);
     if (s.ok()) s = c;
   }
   return s;
@@ -239,15 +238,8 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& path,
         return Status(Code::kBusy, "store " + path + " is already open in another process");
       return s;
     }
-    // Log appends bypass the page cache where the file system allows it
-    // (EINVAL: it does not, e.g. tmpfs; then they are buffered like the rest).
-    Result<int> direct = env->Open(path, O_RDWR | O_DIRECT, 0);
-    if (direct.ok()) {
-      store->direct_fd_ = *direct;
-    } else if (direct.status().code() != Code::kInvalidArgument &&
-               direct.status().code() != Code::kNotSupported) {
-      return direct.status();
-    }
+    // Large log appends bypass the page cache where the file system allows it.
+    AMBER_ASSIGN_OR_RETURN(store->direct_fd_, OpenDirect(env, path, O_RDWR));
   }
   AMBER_RETURN_IF_ERROR(store->LoadSuperblock().WithContext(path));
   return store;

@@ -39,6 +39,24 @@ namespace amber {
 
 class RateLimiter;
 
+// Page-aligned memory it owns, for I/O that may go through an O_DIRECT
+// descriptor (which needs aligned buffers).
+struct PageBuffer {
+  char* data = nullptr;
+  size_t size = 0, capacity = 0;
+  PageBuffer() = default;
+  PageBuffer(const PageBuffer&) = delete;
+  PageBuffer& operator=(const PageBuffer&) = delete;
+  ~PageBuffer() { std::free(data); }
+  // Zero-filled, `n` (a multiple of 4 KiB) bytes; false without memory.
+  bool Assign(size_t n);
+};
+
+// Opens `path` once more with O_DIRECT added to `flags`: the descriptor, or -1
+// when the file system has no O_DIRECT (EINVAL, e.g. tmpfs: the caller stays
+// with buffered I/O). Any other error is returned.
+Result<int> OpenDirect(Env* env, const std::string& path, int flags);
+
 // Consecutive page images in memory: `pages` images of 4 KiB starting at data.
 struct ImageRun {
   const char* data;
@@ -187,18 +205,7 @@ class Store {
   std::atomic<uint64_t> bytes_written_{0};
   std::atomic<uint64_t> syncs_{0};
   std::atomic<uint64_t> migrations_{0};
-  // Page-aligned, reused I/O buffer (writer thread only): descriptor and
-  // commit pages, written with O_DIRECT.
-  struct PageBuffer {
-    char* data = nullptr;
-    size_t size = 0, capacity = 0;
-    PageBuffer() = default;
-    PageBuffer(const PageBuffer&) = delete;  // owns `data`
-    PageBuffer& operator=(const PageBuffer&) = delete;
-    ~PageBuffer() { std::free(data); }
-    // Zero-filled, `n` (a multiple of 4 KiB) bytes; false without memory.
-    bool Assign(size_t n);
-  };
+  // Reused I/O buffer (writer thread only): descriptor and commit pages.
   PageBuffer scratch_;
   std::atomic<uint32_t> tracking_flag_{0};
   RateLimiter* limiter_ = nullptr;
