@@ -10,11 +10,23 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 jobs=$(nproc)
 step() { printf '\n=== %s\n' "$*"; }
+# ctest, and on failure the failing tests' assertion messages again as the last
+# lines printed: CI keeps only the tail of the output, and with tests running in
+# parallel a failure's own block can scroll out of it.
+run_ctest() {
+  local dir=$1
+  shift
+  if ctest --test-dir "$dir" --output-on-failure -j "$jobs" "$@"; then return 0; fi
+  printf '\n=== failure messages (from %s/Testing/Temporary/LastTest.log)\n' "$dir"
+  grep -E -A12 'Failure$|^\[  FAILED  \]|ERROR: (Address|Thread|Undefined|Leak)Sanitizer|runtime error:' \
+    "$dir/Testing/Temporary/LastTest.log" | cut -c1-400 | head -150 || true
+  return 1
+}
 
 step "build and test (RelWithDebInfo)"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAMBER_BUILD_TESTS=ON >/dev/null
 cmake --build build -j "$jobs"
-ctest --test-dir build --output-on-failure -j "$jobs"
+run_ctest build
 
 step "install and build a find_package(amber) consumer"
 ./tests/install/run.sh build
@@ -24,12 +36,12 @@ step "install and build a find_package(amber) consumer"
 step "ASan+UBSan build and test"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DAMBER_SANITIZE=address,undefined >/dev/null
 cmake --build build-asan -j "$jobs" --target amber_tests crash_worker amber_cli
-AMBER_CRASH_ITERATIONS=20 ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j "$jobs"
+AMBER_CRASH_ITERATIONS=20 ASAN_OPTIONS=detect_leaks=1 run_ctest build-asan
 
 step "TSan build and test"
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAMBER_SANITIZE=thread >/dev/null
 cmake --build build-tsan -j "$jobs" --target amber_tests crash_worker amber_cli
-AMBER_CRASH_ITERATIONS=10 TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -j "$jobs"
+AMBER_CRASH_ITERATIONS=10 TSAN_OPTIONS=halt_on_error=1 run_ctest build-tsan
 
 # --- Fuzzing (issue 4): a bounded run of the store-format fuzzer -----------------
 # libFuzzer + ASan + UBSan over open / recovery / verify of hostile store images
