@@ -502,6 +502,109 @@ TEST(IoError, FailedGenerationIsNotSkippedByTheNextOne) {
 }
 
 // ---------------------------------------------------------------------------
+// A Commit() must not share a capture that failed after its gate closed: that
+// capture wrote nothing (its pages wait for the next one), so sharing it would
+// report a write durable that is not.
+
+// An Env that fails the staging memory (anonymous maps placed by the kernel)
+// asked for by one thread: the first such call is held until Release().
+class StagingFailEnv : public FaultInjectionEnv {
+ public:
+  StagingFailEnv() : FaultInjectionEnv(Env::Default()) {}
+  void FailThisThreadsStaging() {
+    std::lock_guard<std::mutex> l(mu_);
+    thread_ = std::this_thread::get_id();
+  }
+  void WaitHeld() {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait(l, [&] { return held_; });
+  }
+  void Release() {
+    std::lock_guard<std::mutex> l(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+  Result<void*> Map(void* addr, size_t len, int prot, int flags, int fd, uint64_t off) override {
+    if (addr == nullptr && fd < 0) {
+      std::unique_lock<std::mutex> l(mu_);
+      if (thread_ == std::this_thread::get_id()) {
+        held_ = true;
+        cv_.notify_all();
+        cv_.wait(l, [&] { return released_; });
+        return Status(Code::kResourceExhausted, "injected: no memory for staging");
+      }
+    }
+    return FaultInjectionEnv::Map(addr, len, prot, flags, fd, off);
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::thread::id thread_;
+  bool held_ = false, released_ = false;
+};
+
+TEST(IoError, CommitDoesNotShareACaptureThatFailed) {
+  ScratchDir dir;
+  const std::string path = dir.File("io.amber");
+  StagingFailEnv env;
+  Options o = IoOptions(&env);
+  o.capacity = uint64_t{64} << 20;
+  o.log_size = uint64_t{32} << 20;
+  struct Root {
+    uint64_t marker = 0;
+    char* big = nullptr;
+  };
+  constexpr size_t kBig = size_t{8} << 20;  // more than the staging pool holds
+  {
+    auto heap = Heap::Open(path, o);
+    ASSERT_TRUE(heap.ok()) << heap.status().ToString();
+    auto root = (*heap)->Root<Root>("commit-share");
+    ASSERT_TRUE(root.ok());
+    Root* r = *root;
+    {
+      Section s(**heap);
+      r->big = static_cast<char*>((*heap)->Allocate(kBig));
+      ASSERT_NE(r->big, nullptr);
+    }
+    ASSERT_TRUE((*heap)->Checkpoint().ok());
+    {
+      Section s(**heap);
+      std::memset(r->big, 1, kBig);  // a dirty set that needs a new staging buffer
+    }
+    // A's capture takes the capture lock and waits in its staging allocation.
+    Status sa;
+    std::thread a([&] {
+      env.FailThisThreadsStaging();
+      sa = (*heap)->Checkpoint();
+    });
+    env.WaitHeld();
+    {
+      Section s(**heap);
+      r->marker = 42;
+    }
+    // B commits while A's capture is under way: A's gate closes after B's call
+    // began, so B may share A's generation, if A makes one. It does not.
+    Status sb;
+    std::thread b([&] { sb = (*heap)->Commit(); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    env.Release();
+    a.join();
+    b.join();
+    EXPECT_EQ(sa.code(), Code::kResourceExhausted) << sa.ToString();
+    ASSERT_TRUE(sb.ok()) << sb.ToString();
+    ASSERT_TRUE((*heap)->Close().ok());
+  }
+  // B's Commit() returned OK: the marker survives a power cut.
+  ASSERT_TRUE(env.SimulateCrash(CrashPlan::DropAll()).ok());
+  auto heap = Heap::Open(path, o);
+  ASSERT_TRUE(heap.ok()) << heap.status().ToString();
+  auto root = (*heap)->Root<Root>("commit-share");
+  ASSERT_TRUE(root.ok());
+  EXPECT_EQ((*root)->marker, 42u);
+}
+
+// ---------------------------------------------------------------------------
 // A full disk: through the Env (always), and a real small filesystem (if allowed).
 
 TEST(IoError, DiskFullThroughEnvThenSpaceFreed) {

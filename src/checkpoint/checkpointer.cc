@@ -255,12 +255,14 @@ Status Checkpointer::Capture(uint64_t* gen) {
     MergeSorted(&carry_, copied);
     ++errors_;
     last_error_ = s.ToString();
+    last_capture_ok_ = false;
     return s;
   };
 
   if (job.pages.empty() && scratch_.empty()) {
     resume();
     give_back();
+    last_capture_ok_ = true;
     *gen = last_captured_gen_.load();
     return Status::OK();
   }
@@ -279,6 +281,7 @@ Status Checkpointer::Capture(uint64_t* gen) {
   job.capture_us = env_->WallMicros();
   *gen = job.gen;
   last_captured_gen_.store(job.gen);
+  last_capture_ok_ = true;
   {
     std::lock_guard<std::mutex> l(mu_);
     if (pauses_ms_.size() >= 100000)
@@ -314,7 +317,9 @@ Status Checkpointer::Commit() {
   uint64_t gen = 0;
   {
     std::unique_lock<std::mutex> cl(capture_mu_);
-    if (captures_.load(std::memory_order_seq_cst) > seen) gen = last_captured_gen_.load();
+    // Not one that failed: its pages wait in carry_ for the next capture.
+    if (captures_.load(std::memory_order_seq_cst) > seen && last_capture_ok_)
+      gen = last_captured_gen_.load();
   }
   if (gen == 0) return Checkpoint();
   return WaitDurable(gen);

@@ -108,6 +108,10 @@ class Checkpointer {
   bool precopy_;                       // tracker supports it (not "full")
   std::atomic<uint64_t> captures_{0};  // captures whose gate has closed
   std::atomic<uint64_t> last_captured_gen_{0};
+  // The newest capture that closed the gate produced a generation (or found
+  // nothing dirty). False after one failed: its pages were carried to the next
+  // capture, so a Commit() must not share it. Guarded by capture_mu_.
+  bool last_capture_ok_ = true;
 
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable cv_;
