@@ -23,13 +23,12 @@ Result<Store::NewestList> Store::NewestImages(const Superblock& sb) const {
   return NewestList(newest.begin(), newest.end());
 }
 
-Status Store::CopyImagesHome(const NewestList& newest, bool check_crc) {
+Status Store::CopyImagesHome(const Superblock& sb, const NewestList& newest, bool check_crc) {
   // In log order: the log was written sequentially (and with O_DIRECT, so it
   // is not in the page cache): read it in large windows at device speed,
   // skipping only long stretches of superseded images, instead of a small
   // random read per run of pages in heap order. Within a generation images
   // are in page order, so the home writes come out mostly ascending too.
-  const Superblock sb = superblock();
   std::vector<std::pair<uint64_t, uint64_t>> order;  // (file offset, index in newest)
   order.reserve(newest.size());
   for (uint64_t i = 0; i < newest.size(); ++i) {
@@ -41,6 +40,12 @@ Status Store::CopyImagesHome(const NewestList& newest, bool check_crc) {
   std::sort(order.begin(), order.end());
   constexpr uint64_t kWindow = uint64_t{8} << 20;  // bytes read at once
   constexpr uint64_t kMaxGap = 64 * kPageSize;     // superseded bytes read through
+  // When the log wraps, its free part lies between the images before the head
+  // and those after the tail. A window must not read through it: appends
+  // (O_DIRECT ones among them) may be writing there, and a buffered read
+  // racing a direct write can leave stale pages in the cache that a later
+  // migration would copy home.
+  const uint64_t head = sb.log_offset + sb.log_head;
   PageBuffer buf;
   if (!buf.Assign(kWindow)) return ResourceExhausted("no memory for migration");
   size_t i = 0;
@@ -49,7 +54,8 @@ Status Store::CopyImagesHome(const NewestList& newest, bool check_crc) {
     const uint64_t start = order[i].first;
     size_t j = i + 1;
     while (j < order.size() && order[j].first + kPageSize - start <= kWindow &&
-           order[j].first - order[j - 1].first <= kMaxGap)
+           order[j].first - order[j - 1].first <= kMaxGap &&
+           !(order[j - 1].first < head && order[j].first >= head))
       ++j;
     const uint64_t len = order[j - 1].first + kPageSize - start;
     // Buffered: the kernel's readahead fetches the next window while this one
@@ -93,7 +99,7 @@ Status Store::MigrateLocked() {
   if (sb.log_head == sb.log_tail) return Status::OK();
   // Newest image of each page: heap page -> (file offset of image, crc).
   AMBER_ASSIGN_OR_RETURN(NewestList newest, NewestImages(sb));
-  AMBER_RETURN_IF_ERROR(CopyImagesHome(newest, /*check_crc=*/false));
+  AMBER_RETURN_IF_ERROR(CopyImagesHome(sb, newest, /*check_crc=*/false));
   // Checksum table: read-modify-write each table page that changes.
   constexpr uint64_t kPerTablePage = kPageSize / sizeof(uint32_t);
   std::vector<uint32_t> tpage(kPerTablePage);
@@ -122,12 +128,13 @@ Status Store::MigrateLocked() {
 
 Status Store::RecoverInPlace(bool verify_home) {
   if (mode_ != Mode::kReadWrite) return FailedPrecondition("store is open read-only");
-  AMBER_ASSIGN_OR_RETURN(NewestList newest, NewestImages(superblock()));
+  const Superblock sb = superblock();
+  AMBER_ASSIGN_OR_RETURN(NewestList newest, NewestImages(sb));
   // The first half of a migration: what a crash in the middle of one leaves
   // (home pages rewritten, not synced, table and superblock untouched), which
   // any later recovery replays again. The mapping then reads the committed
   // state from the page cache.
-  AMBER_RETURN_IF_ERROR(CopyImagesHome(newest, /*check_crc=*/true));
+  AMBER_RETURN_IF_ERROR(CopyImagesHome(sb, newest, /*check_crc=*/true));
   if (verify_home) AMBER_RETURN_IF_ERROR(VerifyHome(superblock().heap_used));
   return Status::OK();
 }

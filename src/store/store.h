@@ -175,7 +175,9 @@ class Store {
   using NewestList = std::vector<std::pair<uint64_t, std::pair<uint64_t, uint32_t>>>;
   Result<NewestList> NewestImages(const format::Superblock& sb) const;
   // Copies those images home (buffered writes), optionally checking checksums.
-  Status CopyImagesHome(const NewestList& newest, bool check_crc);
+  // `sb` is the superblock `newest` was read under: its free part of the log
+  // (where appends may be under way) is never read.
+  Status CopyImagesHome(const format::Superblock& sb, const NewestList& newest, bool check_crc);
   // Buffered write through fd_ (superblocks, the checksum table, home pages).
   Status Write(const void* buf, size_t n, uint64_t off);
   // A log write: through direct_fd_ (O_DIRECT) when there is one and buf, n
