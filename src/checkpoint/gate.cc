@@ -156,7 +156,9 @@ void Gate::Park(Slot* s) {
     // slot, goes on; wait for Open(); arrive again.
     s->depth.store(0, std::memory_order_seq_cst);
     s->depth.notify_all();
-    closed_.wait(1, std::memory_order_acquire);
+    for (uint32_t c = closed_.load(std::memory_order_acquire); c != 0;
+         c = closed_.load(std::memory_order_acquire))
+      closed_.wait(c, std::memory_order_acquire);
   } while (detail::GateArrive(ref_, s));
 }
 
@@ -171,7 +173,7 @@ void Gate::Barrier() {
 }
 
 void Gate::Close() {
-  closed_.store(1, std::memory_order_seq_cst);
+  closed_.fetch_add(1, std::memory_order_seq_cst);
   if (ref_.asymmetric) Barrier();
   for (Slot* s = slots_.load(std::memory_order_seq_cst); s != nullptr; s = s->next)
     for (uint32_t d = s->depth.load(std::memory_order_seq_cst); d != 0;
@@ -180,8 +182,8 @@ void Gate::Close() {
 }
 
 void Gate::Open() {
-  closed_.store(0, std::memory_order_seq_cst);
-  closed_.notify_all();
+  // The last of overlapping closers opens it.
+  if (closed_.fetch_sub(1, std::memory_order_seq_cst) == 1) closed_.notify_all();
 }
 
 }  // namespace amber

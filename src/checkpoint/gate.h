@@ -16,9 +16,11 @@
 // consistent atomics. amber::Section runs the same fast path inline
 // (include/amber/detail/gate_slot.h) and calls here only for the slow paths.
 //
-// Thread-safety: Enter/Leave/Inside from any number of threads; Close/Open from
-// one thread at a time (the checkpointer serialises captures). Enter and Leave
-// nest per thread; only the outermost pair is seen by Close().
+// Thread-safety: Enter/Leave/Inside from any number of threads. Close/Open
+// pairs from any number of threads, overlapping too (a capture and the
+// timer's back-pressure hold): the gate is closed from the first Close() until
+// every Close() has had its Open(). Enter and Leave nest per thread; only the
+// outermost pair is seen by Close().
 #pragma once
 
 #include <atomic>
@@ -59,7 +61,8 @@ class Gate {
   // True if this thread is between Enter() and Leave().
   bool Inside() const;
 
-  // Returns once no mutator is inside; new ones wait until Open().
+  // Returns once no mutator is inside; new ones wait until every Close() has
+  // been matched by an Open().
   void Close();
   void Open();
 
@@ -81,7 +84,7 @@ class Gate {
   detail::GateRef ref_;
   Env* env_ = nullptr;
   std::atomic<Slot*> slots_{nullptr};  // every slot ever made, newest first
-  alignas(64) std::atomic<uint32_t> closed_{0};
+  alignas(64) std::atomic<uint32_t> closed_{0};  // Close()s not yet Open()ed
 };
 
 }  // namespace amber

@@ -124,5 +124,40 @@ TEST(Gate, ThreadUsesTwoGates) {
   c->Leave();
 }
 
+// Two closers that overlap (a capture and the timer's back-pressure hold): the
+// first Open() must not let mutators in while the other still holds the gate;
+// that would let them write during a capture's pause.
+void OverlappingClosersKeepItClosed(Gate& gate) {
+  gate.Close();
+  gate.Close();
+  gate.Open();
+  std::atomic<bool> entered{false};
+  std::thread mutator([&] {
+    gate.Enter();
+    entered = true;
+    gate.Leave();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_FALSE(entered.load()) << "a mutator passed a gate one closer still held";
+  gate.Open();
+  mutator.join();
+  EXPECT_TRUE(entered.load());
+}
+
+TEST(Gate, OverlappingClosersAsymmetric) {
+  Gate gate;
+  gate.Init(Env::Default());
+  if (!gate.asymmetric()) GTEST_SKIP() << "membarrier(2) private expedited is not available here";
+  OverlappingClosersKeepItClosed(gate);
+}
+
+TEST(Gate, OverlappingClosersSeqCst) {
+  NoMembarrierEnv env;
+  Gate gate;
+  gate.Init(&env);
+  ASSERT_FALSE(gate.asymmetric());
+  OverlappingClosersKeepItClosed(gate);
+}
+
 }  // namespace
 }  // namespace amber
