@@ -83,7 +83,7 @@ class Gate {
 
   detail::GateRef ref_;
   Env* env_ = nullptr;
-  std::atomic<Slot*> slots_{nullptr};  // every slot ever made, newest first
+  std::atomic<Slot*> slots_{nullptr};            // every slot ever made, newest first
   alignas(64) std::atomic<uint32_t> closed_{0};  // Close()s not yet Open()ed
 };
 
