@@ -196,6 +196,15 @@ Status Store::AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
   }
   if (!place.ok()) return place.status();
   const uint64_t pos = *place;
+  if (pos == 0 && sb.log_head != sb.log_tail && sb.log_head != 0) {
+    // Wrapping: the walk from the tail reaches the head and, finding no
+    // generation there, continues at 0. Make sure it finds none: a process
+    // killed after writing a generation at the head but before publishing it
+    // left a complete, valid-looking one there, which the walk would take for
+    // this one's predecessor's successor (and then fail, or replay it).
+    if (!scratch_.Assign(kPageSize)) return ResourceExhausted("no memory for a wrap marker");
+    AMBER_RETURN_IF_ERROR(WriteLog(scratch_.data, kPageSize, sb.log_offset + sb.log_head, false));
+  }
 
   // Descriptor: header + entries, checksummed together.
   if (!scratch_.Assign(dpages * kPageSize))
