@@ -25,8 +25,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "bench.h"
 #include "store/format.h"
@@ -93,6 +95,13 @@ int BenchWriteout(const Args& args) {
     for (int i = 0; i < 8 && heap->GetStats().log_used > 0; ++i) {
       for (uint64_t p = 0; p < std::min(kFlushPages, n); ++p) TouchPage(data.Page(p), p);
       Check(heap->Checkpoint(), "Checkpoint (between rounds)");
+      // Checkpoint() returns before the migration it starts (over half the log)
+      // has run, in the background and under the same bandwidth limit: wait
+      // for it (up to a minute), or the next round would share the limit with it.
+      const double t = NowMs();
+      for (Stats st = heap->GetStats(); st.log_used * 2 > st.log_size && NowMs() - t < 60000;
+           st = heap->GetStats())
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     return heap->GetStats().log_used == 0;
   };
