@@ -419,53 +419,20 @@ TEST(IoError, ReopenFailsAtEveryCall) {
 // ---------------------------------------------------------------------------
 // A failed generation must not be skipped by one captured while it was written.
 
-// An Env that can hold the writer inside its next DataSync until released.
-class HoldingEnv : public FaultInjectionEnv {
- public:
-  HoldingEnv() : FaultInjectionEnv(Env::Default()) {}
-  void HoldNextDataSync() {
-    std::lock_guard<std::mutex> l(hold_mu_);
-    armed_ = true;
-  }
-  void WaitHeld() {
-    std::unique_lock<std::mutex> l(hold_mu_);
-    hold_cv_.wait(l, [&] { return held_; });
-  }
-  void Release() {
-    std::lock_guard<std::mutex> l(hold_mu_);
-    released_ = true;
-    hold_cv_.notify_all();
-  }
-  Status DataSync(int fd) override {
-    {
-      std::unique_lock<std::mutex> l(hold_mu_);
-      if (armed_) {
-        armed_ = false;
-        held_ = true;
-        hold_cv_.notify_all();
-        hold_cv_.wait(l, [&] { return released_; });
-      }
-    }
-    return FaultInjectionEnv::DataSync(fd);
-  }
-
- private:
-  std::mutex hold_mu_;
-  std::condition_variable hold_cv_;
-  bool armed_ = false, held_ = false, released_ = false;
-};
+// The writer held inside the next DataSync (A's log sync) until released.
+using HoldingEnv = testing::HoldNextSyncEnv<FaultInjectionEnv>;
 
 TEST(IoError, FailedGenerationIsNotSkippedByTheNextOne) {
   ScratchDir dir;
   const std::string path = dir.File("io.amber");
-  HoldingEnv env;
+  HoldingEnv env(Env::Default());
   auto heap = MustOpen(path, &env);
   ASSERT_TRUE(heap);
   StampRoot* r = RootOf(*heap);
   Prefix(*heap, r, env, 3);
   // Generation A (step 4) is being written when generation B (step 5) is captured.
   ASSERT_TRUE(StampStep(*heap, r, 4));
-  env.HoldNextDataSync();
+  env.HoldNext();
   Status sa;
   std::thread a([&] { sa = heap->Checkpoint(); });
   env.WaitHeld();
@@ -507,41 +474,24 @@ TEST(IoError, FailedGenerationIsNotSkippedByTheNextOne) {
 // report a write durable that is not.
 
 // An Env that fails the staging memory (anonymous maps placed by the kernel)
-// asked for by one thread: the first such call is held until Release().
+// asked for by one thread: each such call is held until Release().
 class StagingFailEnv : public FaultInjectionEnv {
  public:
   StagingFailEnv() : FaultInjectionEnv(Env::Default()) {}
-  void FailThisThreadsStaging() {
-    std::lock_guard<std::mutex> l(mu_);
-    thread_ = std::this_thread::get_id();
-  }
-  void WaitHeld() {
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [&] { return held_; });
-  }
-  void Release() {
-    std::lock_guard<std::mutex> l(mu_);
-    released_ = true;
-    cv_.notify_all();
-  }
+  void FailThisThreadsStaging() { thread_ = std::this_thread::get_id(); }
+  void WaitHeld() { latch_.WaitHeld(); }
+  void Release() { latch_.Release(); }
   Result<void*> Map(void* addr, size_t len, int prot, int flags, int fd, uint64_t off) override {
-    if (addr == nullptr && fd < 0) {
-      std::unique_lock<std::mutex> l(mu_);
-      if (thread_ == std::this_thread::get_id()) {
-        held_ = true;
-        cv_.notify_all();
-        cv_.wait(l, [&] { return released_; });
-        return Status(Code::kResourceExhausted, "injected: no memory for staging");
-      }
+    if (addr == nullptr && fd < 0 && thread_.load() == std::this_thread::get_id()) {
+      latch_.Hold();
+      return Status(Code::kResourceExhausted, "injected: no memory for staging");
     }
     return FaultInjectionEnv::Map(addr, len, prot, flags, fd, off);
   }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::thread::id thread_;
-  bool held_ = false, released_ = false;
+  std::atomic<std::thread::id> thread_{};
+  testing::Latch latch_;
 };
 
 TEST(IoError, CommitDoesNotShareACaptureThatFailed) {

@@ -1,5 +1,6 @@
 // test_util.h — helpers shared by amber's tests: temporary directories, a heap
-// base address that suits the current (sanitizer) build, file byte flipping.
+// base address that suits the current (sanitizer) build, file byte flipping,
+// and a latch for holding a thread at an Env call until the test releases it.
 #pragma once
 
 #include <fcntl.h>
@@ -7,11 +8,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
+#include <mutex>
 #include <string>
 
 #include "amber/options.h"
+#include "amber/status.h"
 
 namespace amber::testing {
 
@@ -67,5 +72,52 @@ inline uint64_t FileSize(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
 }
+
+// Holds threads at a point of the test's choosing: Hold() marks the latch held
+// and blocks until Release() (at once once released); WaitHeld() waits until
+// some thread is held.
+class Latch {
+ public:
+  void Hold() {
+    std::unique_lock<std::mutex> l(mu_);
+    held_ = true;
+    cv_.notify_all();
+    cv_.wait(l, [&] { return released_; });
+  }
+  void WaitHeld() {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait(l, [&] { return held_; });
+  }
+  void Release() {
+    std::lock_guard<std::mutex> l(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool held_ = false, released_ = false;
+};
+
+// An Env (a `Base` built on another Env, such as EnvWrapper or
+// FaultInjectionEnv) that holds the first DataSync after HoldNext() until
+// Release().
+template <class Base>
+class HoldNextSyncEnv : public Base {
+ public:
+  using Base::Base;
+  void HoldNext() { armed_ = true; }
+  void WaitHeld() { latch_.WaitHeld(); }
+  void Release() { latch_.Release(); }
+  Status DataSync(int fd) override {
+    if (armed_.exchange(false)) latch_.Hold();
+    return Base::DataSync(fd);
+  }
+
+ private:
+  std::atomic<bool> armed_{false};
+  Latch latch_;
+};
 
 }  // namespace amber::testing

@@ -455,8 +455,8 @@ void Checkpointer::TimerLoop() {
     const uint64_t dirty = due && !queue_full ? 0 : DirtyBytes();
     // A look scans the heap's page tables (about 0.3 ms a GiB): never look
     // more often than keeps that under a tenth of a core.
-    const auto floor =
-        std::max<std::chrono::nanoseconds>(min_poll, (steady_clock::now() - now) * 10);
+    const auto soonest = std::min<std::chrono::nanoseconds>(
+        poll, std::max<std::chrono::nanoseconds>(min_poll, (steady_clock::now() - now) * 10));
     wait = poll;
     if (dirty > seen_dirty && dirty < early && now > seen_at) {
       // Time to reach `early` at the rate since the last look; look again
@@ -466,38 +466,32 @@ void Checkpointer::TimerLoop() {
       const auto to_early =
           std::chrono::duration<double>(static_cast<double>(early - dirty) / rate);
       wait = std::clamp<std::chrono::nanoseconds>(
-          std::chrono::duration_cast<std::chrono::nanoseconds>(to_early / 4),
-          std::min<std::chrono::nanoseconds>(floor, poll), poll);
+          std::chrono::duration_cast<std::chrono::nanoseconds>(to_early / 4), soonest, poll);
     }
     seen_dirty = dirty;
     seen_at = now;
-    if (dirty > log_size / 2) {
-      // The dirty set is getting close to what one checkpoint can hold (the
-      // writer is behind, or this look came late): hold Sections back (as
-      // KeyKOS stalls the dirtying process) and capture with them held, so
-      // the set cannot grow past the log, instead of failing later. The
-      // capture waits for queue room first; the gate counts both closers.
-      deps_.gate->Close();
-      {
+    // Past half the log (the writer is behind, or this look came late), the
+    // dirty set is getting close to what one checkpoint can hold: hold
+    // Sections back (as KeyKOS stalls the dirtying process) and capture with
+    // them held, so the set cannot grow past the log, instead of failing
+    // later. The capture waits for queue room first; the gate counts both
+    // closers. Otherwise no capture while the queue is full: the timer,
+    // blocked in Capture waiting for room, could not look at the set meanwhile.
+    const bool hold = dirty > log_size / 2;
+    if (hold || ((due || dirty > early) && !queue_full)) {
+      if (hold) {
+        deps_.gate->Close();
         std::lock_guard<std::mutex> w(mu_);
         ++holds_;
       }
       last = steady_clock::now();
       uint64_t gen;
       Capture(&gen).IgnoreError();  // failures are counted in the stats
-      deps_.gate->Open();
-      seen_dirty = 0;
-      seen_at = steady_clock::now();
-    } else if ((due || dirty > early) && !queue_full) {
-      // Not while the queue is full: Capture would wait for room, and the
-      // timer, blocked there, could not look at the dirty set meanwhile.
-      last = steady_clock::now();
-      uint64_t gen;
-      Capture(&gen).IgnoreError();  // failures are counted in the stats
+      if (hold) deps_.gate->Open();
       seen_dirty = 0;
       seen_at = steady_clock::now();
     } else if (dirty > early) {
-      wait = std::min<std::chrono::nanoseconds>(floor, poll);  // over it, queue full: soon
+      wait = soonest;  // over it with the queue full: look again soon
     }
     l.lock();
   }

@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -266,27 +265,6 @@ TEST(Store, RingWrapsAndMigratesUnderPressure) {
   for (auto [page, version] : expect) EXPECT_EQ(HomePage(path, *st, page).second, version) << page;
 }
 
-// An Env that can hold the next DataSync (a migration's) until released.
-class HoldSyncEnv : public EnvWrapper {
- public:
-  HoldSyncEnv() : EnvWrapper(Env::Default()) {}
-  void HoldNext() { armed_ = true; }
-  void WaitHeld() {
-    while (!held_.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  void Release() { released_ = true; }
-  Status DataSync(int fd) override {
-    if (armed_.exchange(false)) {
-      held_ = true;
-      while (!released_.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    return EnvWrapper::DataSync(fd);
-  }
-
- private:
-  std::atomic<bool> armed_{false}, held_{false}, released_{false};
-};
-
 // A process killed after writing a generation at the head of the log but
 // before publishing it leaves a complete one there. When the next process's
 // generation does not fit at the head and wraps to 0, the walk from the tail
@@ -304,7 +282,8 @@ TEST(Store, UnpublishedGenerationAtTheHeadIsNotWalkedIntoAfterAWrap) {
     auto img = Images(p, gen);
     return st.AppendGeneration(gen, p, img.data(), 1024 * kPageSize, gen);
   };
-  HoldSyncEnv env;
+  // Holds the next DataSync (a migration's) until released.
+  testing::HoldNextSyncEnv<EnvWrapper> env(Env::Default());
   uint64_t head_before = 0;
   std::vector<char> superblocks(format::kTableOffset);
   {
