@@ -106,8 +106,10 @@ uint64_t Update(Map& map, uint64_t keys, uint64_t updates, uint64_t per_guard, c
       if ((u & 0x3ffff) == 0) Note("updates: %" PRIu64 " of %" PRIu64, u, updates);
     }
   } else {
-    // `per_guard` updates share one guard (one Section). A loop of its own:
-    // its shape changes the code the compiler makes for both variants.
+    // `per_guard` updates share one guard (one Section). A loop of its own, so
+    // that the per-update loop above stays the code the earlier figures were
+    // measured with (whether folding them would change its speed is not known:
+    // the machine drifted too much to tell).
     for (uint64_t u = 1; u <= updates;) {
       {
         [[maybe_unused]] auto g = guard();
