@@ -14,7 +14,9 @@
 // mutators; each thread also records the longest time it waited to enter a
 // Section (the pause as a mutator sees it). fork(): the parent times the fork()
 // call itself, the child calls _exit(0) at once, the parent reaps it; the median
-// of 7, with the mutators stopped.
+// of 7, with the mutators stopped. The rounds start once the migration the
+// fill set off has finished (the table says how long that took, and how many
+// measured rounds overlapped a migration anyway).
 //
 // Thread-safety: the mutator threads share only the atomics in Shared and the
 // Heap (whose members are thread-safe); each writes only its own Mutator record
@@ -134,6 +136,17 @@ int BenchPause(const Args& args) {
   const uint64_t quarter = log_size / 4 / kPage * kPage;
   const HeapData data = FillHeap(*heap, heap_bytes, std::min(64 * kMiB, quarter), quarter);
   const double fill_s = NowSec() - t_fill;
+  // The fill leaves the log over half full, so a migration of up to half a
+  // log's worth of pages is starting or running in the background; the rounds
+  // (a few ms each) would all overlap it, which the steady state of this
+  // workload (one migration per ~log/2 of dirty pages) rarely does. Wait for
+  // it, as long as it takes; rounds that overlap a migration anyway are counted.
+  const double t_settle = NowSec();
+  for (Stats st = heap->GetStats(); st.log_used * 2 > st.log_size; st = heap->GetStats()) {
+    if (!st.last_error.empty()) Fatal("migration after the fill: " + st.last_error);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const double settle_s = NowSec() - t_settle;
 
   // Mutators.
   Shared sh;
@@ -156,6 +169,7 @@ int BenchPause(const Args& args) {
   }
   std::vector<double> pauses, calls_ms, written;
   double warmup_pause = 0;
+  int migrating_rounds = 0;  // measured rounds that began with or started a migration
   uint64_t salt = 0;
   for (uint64_t r = 0; r <= rounds; ++r) {  // round 0 warms up and is not counted
     if (threads == 0) {
@@ -173,6 +187,8 @@ int BenchPause(const Args& args) {
     Check(heap->Checkpoint(), "Checkpoint");
     const double call_ms = NowMs() - t0;
     const Stats after = heap->GetStats();
+    if (r > 0 && (before.log_used * 2 > before.log_size || after.migrations != before.migrations))
+      ++migrating_rounds;
     if (after.checkpoints != before.checkpoints + 1)
       Fatal(Fmt("round %llu: Checkpoint() made %llu checkpoints instead of 1",
                 static_cast<unsigned long long>(r),
@@ -248,6 +264,9 @@ int BenchPause(const Args& args) {
   rep.Row("store created / heap filled in",
           Fmt("%.2f s / %.2f s (%.0f MiB/s)", create_s, fill_s,
               static_cast<double>(heap_bytes) / static_cast<double>(kMiB) / fill_s));
+  rep.Row("waited for the fill's migration", Fmt("%.2f s", settle_s));
+  rep.Row("rounds overlapping a migration",
+          Fmt("%d of %llu", migrating_rounds, static_cast<unsigned long long>(rounds)));
   rep.Row("log size / staging memory", Bytes(st.log_size) + " / " + Bytes(st.staging_bytes));
   rep.Row("peak RSS", Bytes(peak_rss));
   rep.Print(args.json);
