@@ -25,12 +25,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <ostream>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "env/env.h"
+#include "tracking/tracker_internal.h"
 
 namespace amber {
 namespace {
@@ -127,17 +129,36 @@ uint64_t ReadPage(const char* p) {
 // ---------------------------------------------------------------------------
 // uffd-wp-async on anonymous and file-backed memory.
 
-class TrackerUffd : public ::testing::TestWithParam<Region::Kind> {
+// Each uffd test runs on both kinds of memory, and with the tracker as the
+// library makes it (one reporting and re-protecting scan at this size) or tuned
+// so that every Collect takes the two-pass path of large ranges: pass 1 in
+// 256 KiB chunks shared with the helper thread, pass 2 merging written pages
+// less than 64 KiB apart (so both merged and separate spans occur).
+struct UffdParam {
+  Region::Kind kind;
+  bool two_pass;
+};
+void PrintTo(const UffdParam& p, std::ostream* os) {
+  *os << (p.kind == Region::kAnon ? "anonymous" : "private file")
+      << (p.two_pass ? ", two passes" : "");
+}
+
+class TrackerUffd : public ::testing::TestWithParam<UffdParam> {
  protected:
   void SetUp() override {
     SKIP_IF_NO_UFFD();
-    region_ = std::make_unique<Region>(GetParam(), kPages);
+    region_ = std::make_unique<Region>(GetParam().kind, kPages);
     ASSERT_TRUE(region_->ok()) << "cannot map the test region: " << std::strerror(errno);
   }
 
   std::unique_ptr<DirtyTracker> Track() {
-    auto t =
-        CreateTracker(Env::Default(), region_->base(), region_->len(), TrackingMode::kUffdAsync);
+    Result<std::unique_ptr<DirtyTracker>> t =
+        GetParam().two_pass
+            ? tracking_internal::NewUffdTracker(
+                  Env::Default(), region_->base(), region_->len(),
+                  {.parallel_scan_bytes = 0, .chunk_bytes = 256 << 10, .merge_gap_bytes = 64 << 10})
+            : CreateTracker(Env::Default(), region_->base(), region_->len(),
+                            TrackingMode::kUffdAsync);
     EXPECT_TRUE(t.ok()) << t.status().ToString();
     if (!t.ok()) return nullptr;
     EXPECT_STREQ((*t)->name(), "uffd-wp-async");
@@ -170,10 +191,16 @@ TEST_P(TrackerUffd, WrittenPagesReportedExactlyOnce) {
   EXPECT_TRUE(CollectAll(t.get(), region_->len()).empty());
 }
 
-// A Collect of 1 GiB or more is split in two halves scanned in parallel; the
-// result must be the same exact, ascending list, on both sides of the split
-// point and across repeated Collects (the helper thread is reused).
-TEST_P(TrackerUffd, LargeRangeScannedInTwoHalvesIsExact) {
+// A Collect of 1 GiB or more takes the two-pass path with the library's own
+// tuning (64 MiB chunks); the result must be the same exact, ascending list,
+// on both sides of chunk boundaries and across repeated Collects (the helper
+// thread is reused).
+class TrackerUffdLarge : public ::testing::TestWithParam<Region::Kind> {
+ protected:
+  void SetUp() override { SKIP_IF_NO_UFFD(); }
+};
+
+TEST_P(TrackerUffdLarge, LargeRangeScannedInChunksIsExact) {
   const size_t pages = (size_t{3} << 29) / PageSize();  // 1.5 GiB, mapped lazily
   Region big(GetParam(), pages);
   ASSERT_TRUE(big.ok()) << "cannot map the test region: " << std::strerror(errno);
@@ -358,11 +385,21 @@ TEST_P(TrackerUffd, ConcurrentWritesAreNeverLost) {
   RecordProperty("pages_reported", static_cast<int>(reported));
 }
 
-INSTANTIATE_TEST_SUITE_P(Tracker, TrackerUffd,
+std::string KindName(Region::Kind kind) {
+  return kind == Region::kAnon ? "Anonymous" : "PrivateFile";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Tracker, TrackerUffd,
+    ::testing::Values(UffdParam{Region::kAnon, false}, UffdParam{Region::kPrivateFile, false},
+                      UffdParam{Region::kAnon, true}, UffdParam{Region::kPrivateFile, true}),
+    [](const ::testing::TestParamInfo<UffdParam>& param_info) {
+      return KindName(param_info.param.kind) + (param_info.param.two_pass ? "TwoPass" : "");
+    });
+INSTANTIATE_TEST_SUITE_P(Tracker, TrackerUffdLarge,
                          ::testing::Values(Region::kAnon, Region::kPrivateFile),
                          [](const ::testing::TestParamInfo<Region::Kind>& param_info) {
-                           return std::string(param_info.param == Region::kAnon ? "Anonymous"
-                                                                                : "PrivateFile");
+                           return KindName(param_info.param);
                          });
 
 // ---------------------------------------------------------------------------
