@@ -77,7 +77,16 @@ Status Store::Write(const void* buf, size_t n, uint64_t off) { return WriteTo(fd
 Status Store::WriteLog(const void* buf, size_t n, uint64_t off, bool direct) {
   const bool aligned = reinterpret_cast<uintptr_t>(buf) % kPageSize == 0 && n % kPageSize == 0 &&
                        off % kPageSize == 0;
-  return WriteTo(direct && direct_fd_ >= 0 && aligned ? direct_fd_ : fd_, buf, n, off);
+  if (!direct || direct_fd_ < 0 || !aligned || direct_refused_.load(std::memory_order_relaxed))
+    return WriteTo(fd_, buf, n, off);
+  Status s = WriteTo(direct_fd_, buf, n, off);
+  if (s.code() != Code::kInvalidArgument) return s;
+  // EINVAL from an aligned direct write: the file system opened the file with
+  // O_DIRECT but does not do direct writes to it (or not with this alignment).
+  // The page cache from now on; rewriting the whole range is harmless (nothing
+  // counts until the superblock naming it is published).
+  direct_refused_.store(true, std::memory_order_relaxed);
+  return WriteTo(fd_, buf, n, off);
 }
 
 Status Store::WriteTo(int fd, const void* buf, size_t n, uint64_t off) {
@@ -138,7 +147,8 @@ Status WriteZeros(Env* env, int fd, const std::string& path, uint64_t off, uint6
   }
   int wfd = direct >= 0 ? direct : fd;
   PageBuffer zeros;
-  Status s = zeros.Assign(kChunk) ? Status::OK() : ResourceExhausted("no memory for a buffer of zeros");
+  Status s =
+      zeros.Assign(kChunk) ? Status::OK() : ResourceExhausted("no memory for a buffer of zeros");
   while (s.ok() && len > 0) {
     const size_t n = static_cast<size_t>(std::min<uint64_t>(len, kChunk));
     s = env->PWrite(wfd, zeros.data, n, off);

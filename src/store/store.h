@@ -186,6 +186,8 @@ class Store {
   // copy of every byte and the memory for it.
   // direct = false forces the buffered path: a small generation is cheaper as
   // a few page-cache copies and one fdatasync than as synchronous device writes.
+  // A direct write that fails with EINVAL is redone through fd_, and every
+  // later one goes there too (direct_refused_).
   Status WriteLog(const void* buf, size_t n, uint64_t off, bool direct);
   Status WriteTo(int fd, const void* buf, size_t n, uint64_t off);
   Status DataSync();
@@ -194,6 +196,7 @@ class Store {
   std::string path_;
   int fd_;
   int direct_fd_ = -1;  // the same file opened O_DIRECT (read-write mode), or -1
+  std::atomic<bool> direct_refused_{false};  // direct_fd_ writes failed with EINVAL
   Mode mode_;
   bool created_ = false;
   mutable std::mutex mu_;  // guards sb_ (held briefly)
