@@ -53,8 +53,11 @@
 // Thread-safety: Collect() is not reentrant (it reuses its buffers); the
 // checkpointer serialises it. Mutator threads need no coordination with it.
 // The helper thread is owned by the tracker and parked on a condition
-// variable between calls.
+// variable between calls; before each large Collect its CPU affinity is set
+// to the caller's CPU set minus the caller's current CPU.
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -171,6 +174,10 @@ class UffdTracker final : public DirtyTracker {
   // chunks of `job` until none is left or a later job has begun.
   void ReportChunks(int worker, const Job& job, std::vector<page_region>& regions);
   void HelperLoop();
+  // Restricts the helper to the CPUs the caller may use other than the one it
+  // runs on: woken without this, the scheduler often put the helper on the
+  // caller's CPU, where it only took turns with the caller.
+  void PlaceHelperElsewhere();
 
   Env* const env_;
   const UffdScanTuning tuning_;
@@ -329,6 +336,7 @@ Status UffdTracker::CollectParallel(uint64_t end, std::vector<uint64_t>* pages) 
       helper_ = std::thread([this] { HelperLoop(); });
     }
   }
+  PlaceHelperElsewhere();
   helper_cv_.notify_one();
   ReportChunks(0, job, regions_);
   // Chunks the helper took are being scanned now: wait for those only.
@@ -356,6 +364,17 @@ Status UffdTracker::CollectParallel(uint64_t end, std::vector<uint64_t>* pages) 
   }
   if (span_end != 0) AMBER_RETURN_IF_ERROR(CollectRange(span_start, span_end, regions_, pages));
   return Status::OK();
+}
+
+void UffdTracker::PlaceHelperElsewhere() {
+  // The caller's own CPU set, minus the CPU it is on now (it may move later;
+  // then the two merely share a CPU for a while). With a single CPU allowed
+  // the helper keeps it. Best effort: on failure the helper stays where it is.
+  cpu_set_t mask;
+  if (sched_getaffinity(0, sizeof(mask), &mask) != 0) return;
+  const int cpu = sched_getcpu();
+  if (cpu >= 0 && CPU_COUNT(&mask) > 1) CPU_CLR(cpu, &mask);
+  pthread_setaffinity_np(helper_.native_handle(), sizeof(mask), &mask);
 }
 
 void UffdTracker::ReportChunks(int worker, const Job& job, std::vector<page_region>& regions) {
