@@ -3,10 +3,14 @@
 // in CI), throttled write-out, and back-pressure that never loses data.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -78,6 +82,34 @@ struct Bank {
   uint64_t transfers;
   amber::vector<uint32_t> log;  // grows: exercises the allocator under checkpoints
 };
+
+// The engine's threads are named, so a user's top -H, gdb or perf shows what
+// they are.
+std::vector<std::string> ThreadNames() {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task", ec)) {
+    std::ifstream f(e.path() / "comm");
+    std::string name;
+    if (std::getline(f, name)) names.push_back(name);
+  }
+  return names;
+}
+
+TEST(Engine, BackgroundThreadsAreNamed) {
+  TempDir dir;
+  Options o = TestOptions();
+  o.checkpoint_interval_ms = 1000;
+  o.background_migration = true;
+  auto heap = Heap::Open(dir.File("s.amber"), o);
+  ASSERT_TRUE(heap.ok()) << heap.status().ToString();
+  const std::vector<std::string> names = ThreadNames();
+  for (const char* want : {"amber-writer", "amber-migrate", "amber-timer"}) {
+    EXPECT_NE(std::find(names.begin(), names.end(), want), names.end())
+        << want << " not among this process's threads";
+  }
+  ASSERT_TRUE((*heap)->Close().ok());
+}
 
 TEST(Engine, ManyThreadsUnderFrequentCheckpoints) {
   TempDir dir;

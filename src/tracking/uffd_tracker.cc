@@ -333,7 +333,10 @@ Status UffdTracker::CollectParallel(uint64_t end, std::vector<uint64_t>* pages) 
     claim_.store(uint64_t{job.epoch} << 32, std::memory_order_release);
     if (!helper_.joinable()) {
       helper_regions_.resize(kRegionBatch);
-      helper_ = std::thread([this] { HelperLoop(); });
+      helper_ = std::thread([this] {
+        pthread_setname_np(pthread_self(), "amber-scan");
+        HelperLoop();
+      });
     }
   }
   PlaceHelperElsewhere();
