@@ -46,9 +46,10 @@
 // 2.4 ms for 1 GiB with 0.1% written, against 0.4 ms for one thread on
 // 1000 MiB (amber-tracker-bench). The likely reason: each re-protected page
 // table is followed by a TLB flush, which becomes an IPI to the other CPU
-// while another thread of the process runs there. Pass 2 is what reports: a page written after
-// pass 1 looked at it is either inside a span (reported now) or not
-// re-protected (reported next time), so the two passes lose nothing.
+// while another thread of the process runs there. Pass 2 is what reports: a
+// page written after pass 1 looked at it is either inside a span (reported
+// now) or not re-protected (reported next time), so the two passes lose
+// nothing.
 //
 // Thread-safety: Collect() is not reentrant (it reuses its buffers); the
 // checkpointer serialises it. Mutator threads need no coordination with it.
