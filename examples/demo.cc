@@ -32,8 +32,8 @@ namespace {
 // Everything the program keeps lives in this root object, in the heap.
 struct Index {
   amber::unordered_map<amber::string, uint64_t> counts;  // word -> occurrences
-  uint64_t docs = 0;                                    // documents ingested so far
-  uint64_t words = 0;                                   // words ingested so far
+  uint64_t docs = 0;                                     // documents ingested so far
+  uint64_t words = 0;                                    // words ingested so far
 };
 
 constexpr int kWordsPerDoc = 40;
@@ -41,8 +41,8 @@ constexpr int kWordsPerDoc = 40;
 // Deterministic document stream: document i is always the same 40 words, drawn
 // from a skewed vocabulary of made-up words.
 std::string Word(uint64_t id) {
-  static const char* syl[] = {"am", "ber", "ko", "ros", "ke", "y", "lo", "gi", "ca",
-                              "per", "sis", "tent", "heap", "snap", "shot", "page"};
+  static const char* syl[] = {"am", "ber", "ko",  "ros",  "ke",   "y",    "lo",   "gi",
+                              "ca", "per", "sis", "tent", "heap", "snap", "shot", "page"};
   std::string w;
   do {
     w += syl[id % 16];
@@ -151,8 +151,10 @@ int main(int argc, char** argv) {
   uint64_t docs = 400000;
   int kill_ms = 1200;
   for (int i = 2; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--docs")) docs = std::strtoull(argv[i + 1], nullptr, 10);
-    else if (!std::strcmp(argv[i], "--kill-after-ms")) kill_ms = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--docs"))
+      docs = std::strtoull(argv[i + 1], nullptr, 10);
+    else if (!std::strcmp(argv[i], "--kill-after-ms"))
+      kill_ms = std::atoi(argv[i + 1]);
     else {
       std::fprintf(stderr, "amber-demo: unknown option %s\n", argv[i]);
       return 2;
@@ -195,9 +197,10 @@ int main(int argc, char** argv) {
   while (read(fds[0], &v, sizeof(v)) == sizeof(v)) durable = v;
   close(fds[0]);
   if (killed) {
-    std::printf("amber-demo: killed the worker with SIGKILL after %d ms; its last durable "
-                "commit covered %" PRIu64 " documents\n",
-                kill_ms, durable);
+    std::printf(
+        "amber-demo: killed the worker with SIGKILL after %d ms; its last durable "
+        "commit covered %" PRIu64 " documents\n",
+        kill_ms, durable);
   } else {
     std::printf("amber-demo: the worker finished before the kill (exit %d)\n",
                 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
@@ -209,7 +212,8 @@ int main(int argc, char** argv) {
   if (!heap.ok()) return Die("reopen after kill", heap.status());
   auto index = (*heap)->Root<Index>("index");
   if (!index.ok()) return Die("root", index.status());
-  double open_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  double open_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   Index* idx = *index;
   std::string why;
   const uint64_t recovered = idx->docs;

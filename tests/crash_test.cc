@@ -12,17 +12,16 @@
 // AMBER_CRASH_ITERATIONS overrides the number of kills (default 50, 50 and 40; the
 // soak script runs more). AMBER_CRASH_SEED replays a run.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <gtest/gtest.h>
-
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <random>
@@ -54,10 +53,10 @@ std::pair<int, std::string> RunCapture(const std::vector<std::string>& args) {
 }
 
 struct Killed {
-  std::string last_durable;  // "" if none reported
+  std::string last_durable;           // "" if none reported
   std::map<int, uint64_t> committed;  // chain -> steps a returned Commit() covered
-  uint64_t migrations = 0;   // migrations the child had done at its last report
-  std::string errors;        // the child's stderr
+  uint64_t migrations = 0;            // migrations the child had done at its last report
+  std::string errors;                 // the child's stderr
   bool exited_early = false;
 };
 
@@ -74,10 +73,16 @@ Killed RunAndKill(const std::string& store, uint64_t seed, int threads, int ms,
   posix_spawn_file_actions_adddup2(&fa, out[1], 1);
   posix_spawn_file_actions_addclose(&fa, out[0]);
   posix_spawn_file_actions_addopen(&fa, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  std::vector<std::string> args = {kWorker,      "run", store, std::to_string(seed),
-                                   "--threads", std::to_string(threads),
-                                   "--interval-ms", std::to_string(1 + seed % 4),
-                                   "--checkpoint-every", std::to_string(100 + seed % 400)};
+  std::vector<std::string> args = {kWorker,
+                                   "run",
+                                   store,
+                                   std::to_string(seed),
+                                   "--threads",
+                                   std::to_string(threads),
+                                   "--interval-ms",
+                                   std::to_string(1 + seed % 4),
+                                   "--checkpoint-every",
+                                   std::to_string(100 + seed % 400)};
   args.insert(args.end(), extra.begin(), extra.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -92,7 +97,8 @@ Killed RunAndKill(const std::string& store, uint64_t seed, int threads, int ms,
   if (wait_first_report) {
     // Up to 60 s for the first report (sanitizer builds are slow to start).
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (all.find("durable") == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    while (all.find("durable") == std::string::npos &&
+           std::chrono::steady_clock::now() < deadline) {
       pollfd pfd{out[0], POLLIN, 0};
       if (poll(&pfd, 1, 100) > 0) {
         n = read(out[0], buf, sizeof(buf));
@@ -112,7 +118,8 @@ Killed RunAndKill(const std::string& store, uint64_t seed, int threads, int ms,
   std::istringstream lines(all);
   for (std::string line; std::getline(lines, line);) {
     if (line.rfind("durable", 0) == 0 && !line.empty()) k.last_durable = line.substr(7);
-    if (line.rfind("migrations ", 0) == 0) k.migrations = std::strtoull(line.c_str() + 11, nullptr, 10);
+    if (line.rfind("migrations ", 0) == 0)
+      k.migrations = std::strtoull(line.c_str() + 11, nullptr, 10);
     int chain;
     unsigned long long steps;
     if (std::sscanf(line.c_str(), "commit %d %llu", &chain, &steps) == 2)
@@ -168,10 +175,11 @@ void CrashLoop(int threads, int default_iterations, const std::vector<std::strin
     ASSERT_EQ(out.rfind("ok", 0), 0u) << out;
     if (out != "ok 0\n") ++progressed;
   }
-  std::printf("crash test: %d kills survived, %llu with a durable report checked, %llu chains "
-              "with a returned Commit() checked, %llu migrations done by the killed runs\n",
-              iterations, static_cast<unsigned long long>(reported),
-              static_cast<unsigned long long>(commits), static_cast<unsigned long long>(migrations));
+  std::printf(
+      "crash test: %d kills survived, %llu with a durable report checked, %llu chains "
+      "with a returned Commit() checked, %llu migrations done by the killed runs\n",
+      iterations, static_cast<unsigned long long>(reported),
+      static_cast<unsigned long long>(commits), static_cast<unsigned long long>(migrations));
   // The test must have exercised something: chains grew and durability reports came.
   EXPECT_GT(progressed, 0u);
   EXPECT_GT(reported, static_cast<uint64_t>(iterations) / 4);

@@ -1,10 +1,9 @@
 // Heap-level tests: roots, containers across reopen, sections, errors a user
 // meets (address in use, store busy, foreign owner), statistics.
+#include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <atomic>
 #include <thread>
@@ -45,7 +44,8 @@ TEST(Heap, ContainersAndPointersSurviveReopen) {
     ASSERT_TRUE(root.ok());
     Section s(*heap);
     Root* r = *root;
-    for (uint64_t i = 0; i < 1000; ++i) r->users[i] = amber::string("user-") + std::to_string(i).c_str();
+    for (uint64_t i = 0; i < 1000; ++i)
+      r->users[i] = amber::string("user-") + std::to_string(i).c_str();
     for (int i = 0; i < 5000; ++i) r->numbers.push_back(i * 3);
     r->series["temperature"] = {1.5, 2.5, 3.5};
     r->visits = 7;
@@ -189,7 +189,7 @@ TEST(Heap, CheckpointWritesOnlyDirtyPagesAndStatsCount) {
   Stats before = heap->GetStats();
   {
     Section s(*heap);
-    big[0] = 2;            // page 0 of the block
+    big[0] = 2;             // page 0 of the block
     big[3 * 4096 + 7] = 2;  // page 3
   }
   ASSERT_TRUE(heap->Checkpoint().ok());

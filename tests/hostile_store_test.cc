@@ -6,11 +6,10 @@
 // inspection (`amber info`, `verify`, `checkpoints`, Store kReadOnly) must never
 // modify a store, not even one whose log still needs replaying. (The libFuzzer
 // target tests/fuzz/store_fuzzer.cc explores the same ground at random.)
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <cstdio>
 #include <cstring>
@@ -159,9 +158,8 @@ TEST(HostileStore, TruncatedAnywhere) {
   const std::string good = ReadAll(path);
   const uint64_t log = format::LogOffset(HostileOptions().capacity);
   const uint64_t home = format::HomeOffset(HostileOptions().capacity, HostileOptions().log_size);
-  for (uint64_t size : {uint64_t{0}, uint64_t{100}, uint64_t{4096}, uint64_t{8191},
-                        uint64_t{8192}, log - 4096, log + 12345, home, home + 4096,
-                        good.size() - 1}) {
+  for (uint64_t size : {uint64_t{0}, uint64_t{100}, uint64_t{4096}, uint64_t{8191}, uint64_t{8192},
+                        log - 4096, log + 12345, home, home + 4096, good.size() - 1}) {
     SCOPED_TRACE("truncated to " + std::to_string(size));
     WriteAt(path, 0, good.data(), good.size());
     ASSERT_EQ(::truncate(path.c_str(), static_cast<off_t>(size)), 0);
@@ -199,7 +197,8 @@ TEST(HostileStore, ImpossibleSuperblockFieldsWithValidChecksums) {
       {"heap used", [](Superblock* sb) { sb->heap_used = sb->capacity + kPageSize; }},
       {"committed generation ahead", [](Superblock* sb) { sb->committed_gen += 5; }},
       {"committed generation behind", [](Superblock* sb) { sb->committed_gen -= 1; }},
-      {"log head before its generation", [](Superblock* sb) { sb->log_head = sb->log_tail + kPageSize; }},
+      {"log head before its generation",
+       [](Superblock* sb) { sb->log_head = sb->log_tail + kPageSize; }},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.field);

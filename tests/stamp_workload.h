@@ -12,9 +12,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <filesystem>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <utility>
@@ -184,7 +184,8 @@ inline std::string StampCheck(Heap& heap, const StampRoot* r) {
       continue;
     }
     if (r->sizes[i] != m.sizes[i])
-      return at + "size " + std::to_string(r->sizes[i]) + ", expected " + std::to_string(m.sizes[i]);
+      return at + "size " + std::to_string(r->sizes[i]) + ", expected " +
+             std::to_string(m.sizes[i]);
     if (r->stamps[i] != m.stamps[i])
       return at + "stamp " + std::to_string(r->stamps[i]) + ", expected " +
              std::to_string(m.stamps[i]);
@@ -196,7 +197,8 @@ inline std::string StampCheck(Heap& heap, const StampRoot* r) {
         return at + "word " + std::to_string(j) + " does not hold stamp " +
                std::to_string(r->stamps[i]) + " (a mix of checkpoints or lost data)";
     }
-    ranges.emplace_back(reinterpret_cast<uintptr_t>(p), reinterpret_cast<uintptr_t>(p) + r->sizes[i]);
+    ranges.emplace_back(reinterpret_cast<uintptr_t>(p),
+                        reinterpret_cast<uintptr_t>(p) + r->sizes[i]);
   }
   std::sort(ranges.begin(), ranges.end());
   for (size_t i = 1; i < ranges.size(); ++i)

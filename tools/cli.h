@@ -26,8 +26,8 @@ class Json {
 };
 std::string Quote(const std::string& s);
 
-std::string Bytes(uint64_t n);          // "1.5 GiB"
-std::string TimeUs(uint64_t wall_us);   // "2026-11-24 00:05:01 UTC" or "never"
+std::string Bytes(uint64_t n);         // "1.5 GiB"
+std::string TimeUs(uint64_t wall_us);  // "2026-11-24 00:05:01 UTC" or "never"
 
 struct Args {
   std::vector<std::string> positional;

@@ -24,8 +24,13 @@ Result<std::unique_ptr<Store>> OpenReadOnly(const std::string& path) {
 int Fail(const char* cmd, const Args& args, const Status& s) {
   const int code = s.code() == Code::kCorruption ? 1 : 2;
   if (args.json) {
-    std::printf("%s\n", Json().Str("command", cmd).Bool("ok", false).Str("code", CodeName(s.code()))
-                            .Str("error", s.message()).Done().c_str());
+    std::printf("%s\n", Json()
+                            .Str("command", cmd)
+                            .Bool("ok", false)
+                            .Str("code", CodeName(s.code()))
+                            .Str("error", s.message())
+                            .Done()
+                            .c_str());
   } else {
     std::fprintf(stderr, "amber %s: %s\n", cmd, s.ToString().c_str());
   }
@@ -84,7 +89,8 @@ int CmdInfo(const Args& args) {
     std::printf("log:              %s of %s used, %" PRIu64 " unmigrated generation(s)\n",
                 Bytes(log_used).c_str(), Bytes(sb.log_size).c_str(), gens);
     std::printf("tracking:         %s (of the last process that wrote it)\n", tracking.c_str());
-    if (!walk.ok()) std::printf("WARNING:          %s (run amber verify)\n", walk.ToString().c_str());
+    if (!walk.ok())
+      std::printf("WARNING:          %s (run amber verify)\n", walk.ToString().c_str());
   }
   return walk.ok() ? 0 : 1;
 }
@@ -140,7 +146,8 @@ int CmdCheckpoints(const Args& args) {
   const format::Superblock sb = (*store)->superblock();
   std::vector<std::string> rows;
   if (!args.json) {
-    std::printf("committed generation %" PRIu64 "; generations still in the log (older ones "
+    std::printf("committed generation %" PRIu64
+                "; generations still in the log (older ones "
                 "are migrated to the home image):\n",
                 sb.committed_gen);
     std::printf("%12s %12s %10s %12s  %s\n", "generation", "log offset", "pages", "bytes",

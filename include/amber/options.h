@@ -61,10 +61,10 @@ struct Options {
   // since the last one pass half of it. While migration keeps up with the
   // writes, a reopen then replays about this much, plus what was written while
   // the last migration ran, however large the heap or the log (it did not keep
-  // up at 10 M keys in bench/peers: docs/benchmarks.md). Smaller means faster recovery but more writes
-  // (pages rewritten in every checkpoint are copied home more often, and
-  // checkpoints come more often under heavy writing). 0 = no bound beyond the
-  // log's: migrate at half the log, checkpoint early at a quarter of it.
+  // up at 10 M keys in bench/peers: docs/benchmarks.md). Smaller means faster recovery but more
+  // writes (pages rewritten in every checkpoint are copied home more often, and checkpoints come
+  // more often under heavy writing). 0 = no bound beyond the log's: migrate at half the log,
+  // checkpoint early at a quarter of it.
   uint64_t max_replay_bytes = 0;
   // Check every home-image page against its checksum when opening (reads the
   // used part of the heap once; turn off for the fastest open).

@@ -59,7 +59,9 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline Status InvalidArgument(std::string m) { return Status(Code::kInvalidArgument, std::move(m)); }
+inline Status InvalidArgument(std::string m) {
+  return Status(Code::kInvalidArgument, std::move(m));
+}
 inline Status NotFound(std::string m) { return Status(Code::kNotFound, std::move(m)); }
 inline Status Corruption(std::string m) { return Status(Code::kCorruption, std::move(m)); }
 inline Status IOError(std::string m) { return Status(Code::kIOError, std::move(m)); }
@@ -77,7 +79,7 @@ inline Status Internal(std::string m) { return Status(Code::kInternal, std::move
 template <class T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {  // NOLINT: implicit by design
     assert(!status_.ok() && "a Result built from a Status must carry an error");
     if (status_.ok()) status_ = Internal("Result constructed from an OK status");
@@ -113,16 +115,16 @@ class [[nodiscard]] Result {
 }  // namespace amber
 
 // Internal convenience: return early on error.
-#define AMBER_RETURN_IF_ERROR(expr)            \
-  do {                                         \
-    ::amber::Status amber_status_ = (expr);    \
+#define AMBER_RETURN_IF_ERROR(expr)                \
+  do {                                             \
+    ::amber::Status amber_status_ = (expr);        \
     if (!amber_status_.ok()) return amber_status_; \
   } while (0)
 
 #define AMBER_CONCAT_INNER(a, b) a##b
 #define AMBER_CONCAT(a, b) AMBER_CONCAT_INNER(a, b)
-#define AMBER_ASSIGN_OR_RETURN(lhs, expr)                                  \
-  auto AMBER_CONCAT(amber_result_, __LINE__) = (expr);                     \
-  if (!AMBER_CONCAT(amber_result_, __LINE__).ok())                         \
-    return AMBER_CONCAT(amber_result_, __LINE__).status();                 \
+#define AMBER_ASSIGN_OR_RETURN(lhs, expr)                  \
+  auto AMBER_CONCAT(amber_result_, __LINE__) = (expr);     \
+  if (!AMBER_CONCAT(amber_result_, __LINE__).ok())         \
+    return AMBER_CONCAT(amber_result_, __LINE__).status(); \
   lhs = std::move(AMBER_CONCAT(amber_result_, __LINE__)).value()

@@ -27,7 +27,10 @@ class RateLimiter {
 
   bool unlimited() const { return rate_ <= 0; }
   // Largest chunk a caller should write between Acquire calls.
-  uint64_t chunk() const { return unlimited() ? (uint64_t{8} << 20) : std::max<uint64_t>(4096, static_cast<uint64_t>(burst_)); }
+  uint64_t chunk() const {
+    return unlimited() ? (uint64_t{8} << 20)
+                       : std::max<uint64_t>(4096, static_cast<uint64_t>(burst_));
+  }
 
   void Acquire(uint64_t bytes) {
     if (unlimited()) return;
@@ -46,7 +49,8 @@ class RateLimiter {
   using Clock = std::chrono::steady_clock;
   void Refill() {
     auto now = Clock::now();
-    tokens_ = std::min(burst_, tokens_ + std::chrono::duration<double>(now - last_).count() * rate_);
+    tokens_ =
+        std::min(burst_, tokens_ + std::chrono::duration<double>(now - last_).count() * rate_);
     last_ = now;
   }
 

@@ -75,9 +75,8 @@ void StagingPool::Put(StagingBuffer buffer) {
   size_t free_bytes = 0;
   for (auto& b : free_) free_bytes += b.capacity();
   while (free_.size() > kKeep && free_bytes > peak_outstanding_) {
-    auto smallest = std::min_element(free_.begin(), free_.end(), [](auto& a, auto& b) {
-      return a.capacity() < b.capacity();
-    });
+    auto smallest = std::min_element(free_.begin(), free_.end(),
+                                     [](auto& a, auto& b) { return a.capacity() < b.capacity(); });
     free_bytes -= smallest->capacity();
     free_.erase(smallest);
   }

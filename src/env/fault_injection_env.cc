@@ -507,8 +507,7 @@ Status FaultInjectionEnv::Unlink(const std::string& path) {
   return s;
 }
 
-Status FaultInjectionEnv::Rename(const std::string& from, const std::string& to,
-                                 bool no_replace) {
+Status FaultInjectionEnv::Rename(const std::string& from, const std::string& to, bool no_replace) {
   std::lock_guard<std::mutex> lock(mu_);
   // A machine without power renames nothing (Store::Create renames its temporary
   // file only after syncing it: that rename must not happen after the cut).

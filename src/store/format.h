@@ -34,7 +34,7 @@ inline constexpr uint32_t kFormatVersion = 1;
 inline constexpr uint32_t kArchX86_64 = 0x8664'0108;
 inline constexpr uint64_t kSuperblockSlots = 2;
 inline constexpr uint64_t kTableOffset = kSuperblockSlots * kPageSize;  // 8 KiB
-inline constexpr uint64_t kHomeAlign = uint64_t{2} << 20;              // 2 MiB
+inline constexpr uint64_t kHomeAlign = uint64_t{2} << 20;               // 2 MiB
 
 inline constexpr char kSuperMagic[8] = {'A', 'M', 'B', 'E', 'R', 'S', 'B', '1'};
 inline constexpr char kGenMagic[8] = {'A', 'M', 'B', 'E', 'R', 'G', 'H', '1'};
@@ -47,22 +47,22 @@ struct Superblock {
   uint32_t format_version;
   uint32_t page_size;
   uint32_t arch;
-  uint32_t flags;           // bits 0-1: tracking method of the last writer
-                            // (0 unknown, 1 uffd-wp-async, 2 full); rest 0
-  uint64_t sequence;        // +1 on every superblock write
-  uint64_t base_address;    // where the heap is mapped
-  uint64_t capacity;        // heap bytes (multiple of kPageSize)
-  uint64_t log_offset;      // file offset of the log region (== LogOffset(capacity))
-  uint64_t log_size;        // bytes (multiple of kPageSize)
-  uint64_t home_offset;     // file offset of heap page 0 (multiple of kHomeAlign)
-  uint64_t committed_gen;   // newest durable generation (0 = none yet)
-  uint64_t log_tail;        // log-relative offset of the oldest unmigrated generation
-  uint64_t log_head;        // log-relative offset where the next generation goes;
-                            // log_tail == log_head: nothing to replay
-  uint64_t heap_used;       // heap high-water bytes at committed_gen
-  uint64_t created_us;      // wall clock, microseconds since the epoch
-  uint64_t commit_us;       // wall clock of committed_gen's capture
-  uint32_t crc;             // CRC-32C of all bytes before this field
+  uint32_t flags;          // bits 0-1: tracking method of the last writer
+                           // (0 unknown, 1 uffd-wp-async, 2 full); rest 0
+  uint64_t sequence;       // +1 on every superblock write
+  uint64_t base_address;   // where the heap is mapped
+  uint64_t capacity;       // heap bytes (multiple of kPageSize)
+  uint64_t log_offset;     // file offset of the log region (== LogOffset(capacity))
+  uint64_t log_size;       // bytes (multiple of kPageSize)
+  uint64_t home_offset;    // file offset of heap page 0 (multiple of kHomeAlign)
+  uint64_t committed_gen;  // newest durable generation (0 = none yet)
+  uint64_t log_tail;       // log-relative offset of the oldest unmigrated generation
+  uint64_t log_head;       // log-relative offset where the next generation goes;
+                           // log_tail == log_head: nothing to replay
+  uint64_t heap_used;      // heap high-water bytes at committed_gen
+  uint64_t created_us;     // wall clock, microseconds since the epoch
+  uint64_t commit_us;      // wall clock of committed_gen's capture
+  uint32_t crc;            // CRC-32C of all bytes before this field
   uint32_t pad;
 };
 static_assert(sizeof(Superblock) == 128);
@@ -91,9 +91,9 @@ struct GenCommit {
   char magic[8];
   uint64_t gen;
   uint64_t page_count;
-  uint64_t total_pages;      // descriptor_pages + page_count + 1
-  uint32_t descriptor_crc;   // equals GenHeader::crc
-  uint32_t crc;              // CRC-32C of the bytes before this field
+  uint64_t total_pages;     // descriptor_pages + page_count + 1
+  uint32_t descriptor_crc;  // equals GenHeader::crc
+  uint32_t crc;             // CRC-32C of the bytes before this field
 };
 static_assert(sizeof(GenCommit) == 40);
 
@@ -117,9 +117,12 @@ inline constexpr uint64_t HomeOffset(uint64_t capacity, uint64_t log_size) {
 inline constexpr uint32_t kFlagTrackingMask = 3;
 inline const char* TrackingName(uint32_t flags) {
   switch (flags & kFlagTrackingMask) {
-    case 1: return "uffd-wp-async";
-    case 2: return "full";
-    default: return "unknown";
+    case 1:
+      return "uffd-wp-async";
+    case 2:
+      return "full";
+    default:
+      return "unknown";
   }
 }
 

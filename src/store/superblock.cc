@@ -22,8 +22,8 @@ Status ValidateSuperblock(const Superblock& sb, uint64_t file_size) {
     return NotSupported("store format version " + std::to_string(sb.format_version) +
                         ", this build reads version " + std::to_string(kFormatVersion));
   if (sb.page_size != kPageSize)
-    return NotSupported("store page size " + std::to_string(sb.page_size) +
-                        ", this build uses " + std::to_string(kPageSize));
+    return NotSupported("store page size " + std::to_string(sb.page_size) + ", this build uses " +
+                        std::to_string(kPageSize));
   if (sb.arch != kArchX86_64)
     return NotSupported("store was written on another architecture (tag " + Hex(sb.arch) + ")");
   if (sb.base_address < (uint64_t{1} << 24) || sb.base_address % kPageSize != 0)
@@ -45,8 +45,8 @@ Status ValidateSuperblock(const Superblock& sb, uint64_t file_size) {
     return Corruption("superblock: log head/tail outside the log");
   if (sb.heap_used > sb.capacity) return Corruption("superblock: heap_used beyond capacity");
   if (file_size != 0 && file_size < sb.home_offset + sb.capacity)
-    return Corruption("store file is truncated: " + std::to_string(file_size) + " bytes, expected " +
-                      std::to_string(sb.home_offset + sb.capacity));
+    return Corruption("store file is truncated: " + std::to_string(file_size) +
+                      " bytes, expected " + std::to_string(sb.home_offset + sb.capacity));
   return Status::OK();
 }
 

@@ -128,7 +128,8 @@ class SparseImage {
     if (::ftruncate(fd, 0) != 0 || ::ftruncate(fd, static_cast<off_t>(size)) != 0) std::abort();
     for (const auto& [p, data] : pages) {
       const uint64_t n = std::min<uint64_t>(kPageSize, size - p * kPageSize);
-      if (::pwrite(fd, data.data(), n, static_cast<off_t>(p * kPageSize)) != static_cast<ssize_t>(n))
+      if (::pwrite(fd, data.data(), n, static_cast<off_t>(p * kPageSize)) !=
+          static_cast<ssize_t>(n))
         std::abort();
     }
   }
@@ -146,9 +147,9 @@ struct FuzzRoot {
   uint64_t* blocks[12] = {};
 };
 
-std::string g_dir;                // this process's scratch directory
+std::string g_dir;  // this process's scratch directory
 std::vector<SparseImage> g_bases;
-int g_fd = -1;                    // the file each input is written to
+int g_fd = -1;  // the file each input is written to
 std::string g_path;
 
 amber::Options BaseOptions(amber::Env* env) {
@@ -189,11 +190,15 @@ void Round(amber::Heap& heap, FuzzRoot* r) {
 
 void BuildBases() {
   const char* t = std::getenv("TMPDIR");
-  std::string tmpl = std::string(::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : (t && *t ? t : "/tmp")) +
-                     "/amber-fuzz-XXXXXX";
+  std::string tmpl =
+      std::string(::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : (t && *t ? t : "/tmp")) +
+      "/amber-fuzz-XXXXXX";
   if (mkdtemp(tmpl.data()) == nullptr) std::abort();
   g_dir = tmpl;
-  std::atexit([] { std::error_code ec; std::filesystem::remove_all(g_dir, ec); });
+  std::atexit([] {
+    std::error_code ec;
+    std::filesystem::remove_all(g_dir, ec);
+  });
   const std::string base = g_dir + "/base.amber";
   FixedClockEnv env;
   {
@@ -326,7 +331,8 @@ SparseImage Shape(const uint8_t* data, size_t size, uint8_t* flags) {
                                   {0, img.size}};
   for (size_t i = 6; i + 5 <= size;) {
     const uint8_t region = std::min<uint8_t>(data[i], 4);
-    const uint32_t off = uint32_t{data[i + 1]} | uint32_t{data[i + 2]} << 8 | uint32_t{data[i + 3]} << 16;
+    const uint32_t off =
+        uint32_t{data[i + 1]} | uint32_t{data[i + 2]} << 8 | uint32_t{data[i + 3]} << 16;
     size_t len = data[i + 4];
     i += 5;
     len = std::min(len, size - i);
@@ -369,7 +375,8 @@ void WriteCorpus(const std::string& dir) {
     std::fwrite(in.data(), 1, in.size(), f);
     std::fclose(f);
   };
-  auto patch = [](std::vector<uint8_t>* in, uint8_t region, uint32_t off, std::vector<uint8_t> bytes) {
+  auto patch = [](std::vector<uint8_t>* in, uint8_t region, uint32_t off,
+                  std::vector<uint8_t> bytes) {
     in->insert(in->end(), {region, uint8_t(off), uint8_t(off >> 8), uint8_t(off >> 16),
                            uint8_t(bytes.size())});
     in->insert(in->end(), bytes.begin(), bytes.end());
@@ -383,16 +390,16 @@ void WriteCorpus(const std::string& dir) {
     for (uint8_t flags : {0, 16, 16 | 32, 7, 7 | 16}) put({b, flags, 0, 0, 0, 0});
     // Superblock fields, resealed (both slots: the current one is either).
     const std::pair<uint32_t, std::vector<uint8_t>> fields[] = {
-        {8, {2, 0, 0, 0}},                     // format version
-        {12, {0, 32, 0, 0}},                   // page size 8192
-        {16, {0x78, 0x56, 0x34, 0x12}},        // architecture
-        {32, u64(0x1000)},                     // base address
-        {40, u64(uint64_t{1} << 46)},          // capacity
-        {56, u64(12345)},                      // log size
-        {72, u64(0)},                          // committed generation
-        {80, u64(kLogSize - kPageSize)},       // log tail
-        {88, u64(kLogSize + kPageSize)},       // log head
-        {96, u64(kCapacity * 2)},              // heap used
+        {8, {2, 0, 0, 0}},                // format version
+        {12, {0, 32, 0, 0}},              // page size 8192
+        {16, {0x78, 0x56, 0x34, 0x12}},   // architecture
+        {32, u64(0x1000)},                // base address
+        {40, u64(uint64_t{1} << 46)},     // capacity
+        {56, u64(12345)},                 // log size
+        {72, u64(0)},                     // committed generation
+        {80, u64(kLogSize - kPageSize)},  // log tail
+        {88, u64(kLogSize + kPageSize)},  // log head
+        {96, u64(kCapacity * 2)},         // heap used
     };
     for (const auto& [off, bytes] : fields) {
       for (uint32_t slot : {0u, 4096u}) {

@@ -14,6 +14,7 @@
 //       Reopens the store and checks every chain is exactly a prefix of its
 //       deterministic sequence (a state some checkpoint captured, never a mix) and
 //       at least MIN_STEPS long. Prints "ok <steps...>" or "bad <reason>", exits 0/1.
+#include <algorithm>
 #include <atomic>
 #include <cinttypes>
 #include <cstdio>
@@ -21,7 +22,6 @@
 #include <cstring>
 #include <map>
 #include <mutex>
-#include <algorithm>
 #include <string>
 #include <thread>
 #include <vector>
@@ -143,7 +143,8 @@ int Run(const std::string& path, uint64_t seed, int threads, uint32_t interval_m
       {
         amber::Section s(**heap);
         for (int t = 0; t < threads; ++t)
-          steps.push_back(std::atomic_ref<uint64_t>(r->chains[t].steps).load(std::memory_order_acquire));
+          steps.push_back(
+              std::atomic_ref<uint64_t>(r->chains[t].steps).load(std::memory_order_acquire));
       }
       amber::Status st = (*heap)->Checkpoint();
       if (!st.ok()) {
@@ -190,7 +191,8 @@ int Verify(const std::string& path, const std::vector<uint64_t>& min_steps) {
       return 1;
     }
     if (t < min_steps.size() && c.steps < min_steps[t]) {
-      std::printf("bad chain %" PRIu64 ": %" PRIu64 " steps, but %" PRIu64 " were reported durable\n",
+      std::printf("bad chain %" PRIu64 ": %" PRIu64 " steps, but %" PRIu64
+                  " were reported durable\n",
                   t, c.steps, min_steps[t]);
       return 1;
     }
@@ -225,8 +227,10 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--commit-threads")) commit_threads = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--log-kib")) log_kib = std::strtoull(argv[i + 1], nullptr, 10);
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--interval-ms")) interval = static_cast<uint32_t>(std::atoi(argv[i + 1]));
-    if (!std::strcmp(argv[i], "--checkpoint-every")) every = std::strtoull(argv[i + 1], nullptr, 10);
+    if (!std::strcmp(argv[i], "--interval-ms"))
+      interval = static_cast<uint32_t>(std::atoi(argv[i + 1]));
+    if (!std::strcmp(argv[i], "--checkpoint-every"))
+      every = std::strtoull(argv[i + 1], nullptr, 10);
   }
   threads = std::max(1, std::min(threads, kMaxThreads));
   return Run(path, seed, threads, interval, every, commit_threads, log_kib);
