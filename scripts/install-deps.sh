@@ -2,7 +2,8 @@
 # Installs what building and testing amber needs on Debian 12, and nothing else.
 # Safe to run again: only missing packages are installed.
 set -euo pipefail
-pkgs=(build-essential cmake ninja-build pkg-config libgtest-dev libgmock-dev clang libclang-rt-14-dev)
+pkgs=(build-essential cmake ninja-build pkg-config libgtest-dev libgmock-dev clang libclang-rt-14-dev
+      clang-format-14 git)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The second command of the README (and what CI runs): build and pass the whole
-# test suite — the normal build, the install/find_package consumer, then the
-# ASan+UBSan and TSan builds of the suite.
+# The second command of the README (and what CI runs): check the formatting,
+# then build and pass the whole test suite — the normal build, the
+# install/find_package consumer, then the ASan+UBSan and TSan builds of the suite.
 #   ./scripts/test.sh            everything
 #   ./scripts/test.sh --quick    the normal build only
 # Sanitizer runs use smaller crash-test budgets (AMBER_CRASH_ITERATIONS) to fit CI.
@@ -22,6 +22,16 @@ run_ctest() {
     "$dir/Testing/Temporary/LastTest.log" | cut -c1-400 | head -150 || true
   return 1
 }
+
+step "formatting (.clang-format, clang-format 14)"
+# Version 14 exactly (Debian 12's): other versions lay out some constructs
+# differently. Outside a git checkout there is no file list to check.
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  git ls-files -z '*.cc' '*.h' | xargs -0 clang-format-14 --dry-run -Werror
+  echo "formatted as .clang-format says"
+else
+  echo "not a git checkout: formatting not checked"
+fi
 
 step "build and test (RelWithDebInfo)"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAMBER_BUILD_TESTS=ON >/dev/null
