@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <cinttypes>
 #include <cmath>
 #include <csignal>
@@ -25,6 +26,7 @@
 #include <ctime>
 #include <filesystem>
 #include <set>
+#include <thread>
 
 namespace amber::cli {
 
@@ -471,6 +473,16 @@ HeapData FillHeap(Heap& heap, uint64_t bytes, uint64_t block_bytes, uint64_t che
   }
   Check(heap.Checkpoint(), "checkpoint after filling the heap");
   return d;
+}
+
+Stats WaitForMigration(Heap& heap, double max_s) {
+  const double t0 = NowSec();
+  Stats st = heap.GetStats();
+  while (st.log_used * 2 > st.log_size && st.last_error.empty() && NowSec() - t0 < max_s) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    st = heap.GetStats();
+  }
+  return st;
 }
 
 void DropFromPageCache(const std::string& path) {

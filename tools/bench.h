@@ -174,6 +174,11 @@ inline void TouchPage(char* p, uint64_t salt) {
 // Opens (creating) the store at path, Fatal on error.
 std::unique_ptr<Heap> OpenHeap(const std::string& path, const Options& options);
 
+// Polls (every 5 ms) until the log is at most half full, which is when no
+// migration is due or running (a finished one frees its part of the log), or a
+// checkpoint error is reported, or max_s seconds pass. Returns the last Stats.
+Stats WaitForMigration(Heap& heap, double max_s);
+
 // Removes a closed store file's pages from the page cache (posix_fadvise), so a
 // following open reads from the device rather than from memory.
 void DropFromPageCache(const std::string& path);

@@ -142,13 +142,11 @@ int BenchPause(const Args& args) {
   // workload (one migration per ~log/2 of dirty pages) rarely does. Wait for
   // it (up to ten minutes); rounds that overlap a migration anyway are counted.
   const double t_settle = NowSec();
-  for (Stats st = heap->GetStats(); st.log_used * 2 > st.log_size; st = heap->GetStats()) {
-    if (!st.last_error.empty()) Fatal("migration after the fill: " + st.last_error);
-    if (NowSec() - t_settle > 600)
-      Fatal(Fmt("the log stayed over half full for 10 minutes after the fill (%s of %s)",
-                Bytes(st.log_used).c_str(), Bytes(st.log_size).c_str()));
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  const Stats settled = WaitForMigration(*heap, 600);
+  if (!settled.last_error.empty()) Fatal("migration after the fill: " + settled.last_error);
+  if (settled.log_used * 2 > settled.log_size)
+    Fatal(Fmt("the log stayed over half full for 10 minutes after the fill (%s of %s)",
+              Bytes(settled.log_used).c_str(), Bytes(settled.log_size).c_str()));
   const double settle_s = NowSec() - t_settle;
 
   // Mutators.

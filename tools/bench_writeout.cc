@@ -25,10 +25,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <thread>
 
 #include "bench.h"
 #include "store/format.h"
@@ -98,10 +96,7 @@ int BenchWriteout(const Args& args) {
       // Checkpoint() returns before the migration it starts (over half the log)
       // has run, in the background and under the same bandwidth limit: wait
       // for it (up to a minute), or the next round would share the limit with it.
-      const double t = NowMs();
-      for (Stats st = heap->GetStats(); st.log_used * 2 > st.log_size && NowMs() - t < 60000;
-           st = heap->GetStats())
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      WaitForMigration(*heap, 60);
     }
     return heap->GetStats().log_used == 0;
   };

@@ -44,8 +44,8 @@ struct Stats {
   uint64_t migrations = 0;         // times committed generations were copied home
   double pause_ms_min = 0, pause_ms_median = 0, pause_ms_p99 = 0, pause_ms_max = 0,
          pause_ms_last = 0;
-  uint64_t backpressure_holds =
-      0;  // times Sections were held back: the dirty set neared the log size
+  // Times Sections were held back: the dirty set neared the log size.
+  uint64_t backpressure_holds = 0;
   uint64_t heap_capacity = 0;
   uint64_t heap_used = 0;       // high-water mark of the heap
   uint64_t heap_allocated = 0;  // bytes currently allocated

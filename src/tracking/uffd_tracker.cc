@@ -54,8 +54,8 @@
 // Thread-safety: Collect() is not reentrant (it reuses its buffers); the
 // checkpointer serialises it. Mutator threads need no coordination with it.
 // The helper thread is owned by the tracker and parked on a condition
-// variable between calls; before each large Collect its CPU affinity is set
-// to the caller's CPU set minus the caller's current CPU.
+// variable between calls; its CPU affinity is the caller's CPU set minus the
+// caller's current CPU, set again when a large Collect runs on another CPU.
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -211,6 +211,7 @@ class UffdTracker final : public DirtyTracker {
   std::vector<page_region> found_[2];        // pass 1 results, per worker (reused)
   uint32_t found_epoch_[2] = {0, 0};         // the job found_[w] belongs to
   std::vector<page_region> helper_regions_;  // the helper's PAGEMAP_SCAN buffer
+  int helper_placed_for_ = -1;               // the caller's CPU the helper was last kept off
 };
 
 Status UffdTracker::OpenUserfaultFd() {
@@ -374,11 +375,15 @@ void UffdTracker::PlaceHelperElsewhere() {
   // The caller's own CPU set, minus the CPU it is on now (it may move later;
   // then the two merely share a CPU for a while). With a single CPU allowed
   // the helper keeps it. Best effort: on failure the helper stays where it is.
+  // Only when the caller's CPU changed: it is in the pause, and the two
+  // system calls are wasted while the caller stays where it was.
+  const int cpu = sched_getcpu();  // vDSO: no system call
+  if (cpu >= 0 && cpu == helper_placed_for_) return;
   cpu_set_t mask;
   if (sched_getaffinity(0, sizeof(mask), &mask) != 0) return;
-  const int cpu = sched_getcpu();
   if (cpu >= 0 && CPU_COUNT(&mask) > 1) CPU_CLR(cpu, &mask);
-  pthread_setaffinity_np(helper_.native_handle(), sizeof(mask), &mask);
+  if (pthread_setaffinity_np(helper_.native_handle(), sizeof(mask), &mask) == 0)
+    helper_placed_for_ = cpu;
 }
 
 void UffdTracker::ReportChunks(int worker, const Job& job, std::vector<page_region>& regions) {
