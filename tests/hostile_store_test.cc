@@ -138,7 +138,8 @@ TEST(HostileStore, WrongVersionPageSizeArchitecture) {
     std::function<void(Superblock*)> edit;
     const char* says;
   } cases[] = {
-      {[](Superblock* sb) { sb->format_version = 2; }, "format version 2"},
+      {[](Superblock* sb) { sb->format_version = 0; }, "format version 0"},
+      {[](Superblock* sb) { sb->format_version = 3; }, "format version 3"},
       {[](Superblock* sb) { sb->page_size = 8192; }, "page size 8192"},
       {[](Superblock* sb) { sb->page_size = 65536; }, "page size 65536"},
       {[](Superblock* sb) { sb->arch = 0x0aa64108; }, "another architecture"},

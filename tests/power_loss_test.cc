@@ -139,6 +139,14 @@ class TracingEnv : public FaultInjectionEnv {
         if (std::memcmp(sb.magic, format::kSuperMagic, sizeof(sb.magic)) == 0)
           written_committed_ = std::max(written_committed_, sb.committed_gen);
       }
+      // A generation's commit record is its last write (a page of its own):
+      // once a sync follows, the generation counts, named by a superblock or not.
+      if (off >= log_offset_ && off < home_offset_ && n >= sizeof(format::GenCommit)) {
+        format::GenCommit c;
+        std::memcpy(&c, buf, sizeof(c));
+        if (std::memcmp(c.magic, format::kCommitMagic, sizeof(c.magic)) == 0)
+          written_committed_ = std::max(written_committed_, c.gen);
+      }
       if (off < format::kTableOffset) regions_ |= kSuper;
       if (off < log_offset_ && off + n > format::kTableOffset) regions_ |= kTable;
       if (off < home_offset_ && off + n > log_offset_) regions_ |= kLog;
@@ -163,10 +171,11 @@ class TracingEnv : public FaultInjectionEnv {
     std::lock_guard<std::mutex> l(mu_);
     return writes_;
   }
-  // The newest generation a superblock on disk names: every superblock written
-  // before a sync made with the power on is durable (a sync covers the whole
-  // file, whichever thread wrote). Read from what was written, not from the
-  // order of phases, which a background migration makes vary.
+  // The newest generation that counts on disk: every superblock and every
+  // generation's commit record written before a sync made with the power on
+  // is durable (a sync covers the whole file, whichever thread wrote). Read
+  // from what was written, not from the order of phases, which a background
+  // migration makes vary.
   uint64_t DurableCommittedGen() const {
     std::lock_guard<std::mutex> l(mu_);
     return durable_committed_;
@@ -232,7 +241,7 @@ bool CheckpointAfter(uint64_t v) { return v == kSteps || testing::StampMix(v, 99
 
 struct RunLog {
   Status open_status;
-  uint64_t durable = 0;                   // newest version whose publish reached the disk
+  uint64_t durable = 0;                   // newest version whose generation reached the disk
   uint64_t attempted = 0;                 // newest version a Checkpoint() was asked for
   std::vector<uint64_t> checkpointed{0};  // versions Checkpoint() captured (0: the empty heap)
   uint64_t migrations = 0;

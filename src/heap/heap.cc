@@ -222,6 +222,10 @@ Status Heap::Close() {
   Status s;
   if (im.options.checkpoint_on_close) s = im.checkpointer->Checkpoint();
   im.checkpointer->Stop();
+  // The last generation is durable; its superblock is not yet (see store.h).
+  // Syncing it spares the next open the search for unnamed generations.
+  Status synced = im.store->Sync();
+  if (s.ok()) s = synced;
   Unregister(this);
   im.closed = true;
   im.checkpointer.reset();

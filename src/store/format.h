@@ -28,7 +28,13 @@
 namespace amber::format {
 
 inline constexpr uint32_t kPageSize = 4096;
-inline constexpr uint32_t kFormatVersion = 1;
+// Version 2: a generation counts once it is complete and synced (see
+// docs/format.md); version 1 also needed a synced superblock naming it, so a
+// version-1 reader would drop generations a version-2 writer reported durable.
+// Version-1 stores are read (their rules are a special case) and upgraded when
+// opened for writing.
+inline constexpr uint32_t kFormatVersion = 2;
+inline constexpr uint32_t kOldestReadableVersion = 1;
 // Architecture tag: x86-64, little-endian, 8-byte pointers. A store written on
 // another architecture is refused (the heap holds raw pointers and native layouts).
 inline constexpr uint32_t kArchX86_64 = 0x8664'0108;
@@ -55,7 +61,8 @@ struct Superblock {
   uint64_t log_offset;     // file offset of the log region (== LogOffset(capacity))
   uint64_t log_size;       // bytes (multiple of kPageSize)
   uint64_t home_offset;    // file offset of heap page 0 (multiple of kHomeAlign)
-  uint64_t committed_gen;  // newest durable generation (0 = none yet)
+  uint64_t committed_gen;  // newest generation it names (0 = none yet); complete
+                           // newer ones may follow at log_head (docs/format.md)
   uint64_t log_tail;       // log-relative offset of the oldest unmigrated generation
   uint64_t log_head;       // log-relative offset where the next generation goes;
                            // log_tail == log_head: nothing to replay
@@ -128,6 +135,11 @@ inline const char* TrackingName(uint32_t flags) {
 
 // Fills crc; returns the superblock's checksum-valid bytes.
 void SealSuperblock(Superblock* sb);
+// Whether `bytes` of log at log offset `pos` lie wholly in the free part of
+// the ring that `sb` describes, so that a generation there leaves the head off
+// the tail. The writer places a generation only where this holds (at the head,
+// else at 0), and recovery adopts an unnamed generation only where it holds.
+bool FreeInLog(const Superblock& sb, uint64_t pos, uint64_t bytes);
 // Checks magic, crc, version, page size, architecture and internal consistency
 // (offsets and sizes line up, fit in file_size when file_size != 0, head/tail
 // inside the log). kCorruption / kNotSupported with a precise message.

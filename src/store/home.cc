@@ -116,7 +116,9 @@ Status Store::MigrateLocked() {
 
   // The new tail: the first generation appended after sb's, or the head when
   // there is none (the log is then empty).
-  AMBER_RETURN_IF_ERROR(PublishChange([&](Superblock* next) {
+  // Synced: the space the tail leaves is reused at once, so this superblock
+  // must be durable before any generation overwrites what it no longer names.
+  AMBER_RETURN_IF_ERROR(PublishChange(/*sync=*/true, [&](Superblock* next) {
     auto first_after = std::find_if(appended_.begin(), appended_.end(),
                                     [&](const auto& a) { return a.first > sb.committed_gen; });
     next->log_tail = first_after == appended_.end() ? next->log_head : first_after->second;

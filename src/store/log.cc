@@ -149,19 +149,42 @@ Status Store::ForEachGeneration(const Superblock& sb, bool verify_pages,
 }
 
 Result<uint64_t> Store::PlaceGeneration(const Superblock& sb, uint64_t bytes) const {
-  const uint64_t L = sb.log_size, head = sb.log_head, tail = sb.log_tail;
-  if (bytes >= L)
+  if (bytes >= sb.log_size)
     return NoSpace("checkpoint of " + std::to_string(bytes >> 10) + " KiB does not fit in the " +
-                   std::to_string(L >> 10) + " KiB log; create the store with a larger log_size");
-  if (head == tail) return uint64_t{0};  // empty: restart the ring at 0
-  if (head > tail) {
-    // Free: [head, L) and [0, tail). The new head must not land on the tail.
-    if (head + bytes < L || (head + bytes == L && tail != 0)) return head;
-    if (bytes < tail) return uint64_t{0};
-  } else if (head + bytes < tail) {
-    return head;
-  }
+                   std::to_string(sb.log_size >> 10) +
+                   " KiB log; create the store with a larger log_size");
+  if (sb.log_head == sb.log_tail) return uint64_t{0};  // empty: restart the ring at 0
+  if (format::FreeInLog(sb, sb.log_head, bytes)) return sb.log_head;
+  if (format::FreeInLog(sb, 0, bytes)) return uint64_t{0};
   return NoSpace("log full");
+}
+
+Status Store::AdoptCompleteGenerations(Superblock* sb, uint64_t* adopted) const {
+  *adopted = 0;
+  GenInfo info;
+  for (;;) {
+    // Where the writer would have put the next generation: at the head, or
+    // at 0 when it did not fit there (the writer then zeroed the page at the
+    // head, so that an older leftover there cannot be taken for it).
+    const uint64_t candidates[2] = {sb->log_head, 0};
+    bool found = false;
+    for (int i = 0; i < (sb->log_head == 0 ? 1 : 2) && !found; ++i) {
+      const uint64_t pos = candidates[i];
+      // Every image is checked: without a superblock naming it, nothing says
+      // the generation's sync completed, so any page of it may be missing.
+      Status s = ReadGeneration(pos, sb->committed_gen + 1, /*verify_pages=*/true, &info);
+      if (s.code() == Code::kCorruption) continue;  // none there, or torn
+      AMBER_RETURN_IF_ERROR(s);
+      found = format::FreeInLog(*sb, pos, info.total_pages * kPageSize);
+    }
+    if (!found) return Status::OK();
+    if (sb->log_head == sb->log_tail) sb->log_tail = info.log_pos;  // was empty
+    sb->log_head = (info.log_pos + info.total_pages * kPageSize) % sb->log_size;
+    sb->committed_gen = info.gen;
+    sb->heap_used = info.heap_used;
+    sb->commit_us = info.capture_us;
+    ++*adopted;
+  }
 }
 
 Status Store::AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
@@ -196,12 +219,15 @@ Status Store::AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
   }
   if (!place.ok()) return place.status();
   const uint64_t pos = *place;
-  if (pos == 0 && sb.log_head != sb.log_tail && sb.log_head != 0) {
-    // Wrapping: the walk from the tail reaches the head and, finding no
-    // generation there, continues at 0. Make sure it finds none: a process
-    // killed after writing a generation at the head but before publishing it
-    // left a complete, valid-looking one there, which the walk would take for
-    // this one's predecessor's successor (and then fail, or replay it).
+  if (pos != sb.log_head) {
+    // Not at the head (wrapping, or restarting an empty ring at 0): recovery
+    // looks for a generation the superblock does not name yet at the head
+    // first, then at 0, and the ring walk goes on at 0 when it finds none at
+    // the head. Make sure neither finds one there: an earlier attempt whose
+    // sync failed may have left a complete, valid-looking generation at the
+    // head, which would be taken for this one. The page at the head is free
+    // (the head never lands on the tail), and this write is synced with the
+    // generation.
     if (!scratch_.Assign(kPageSize)) return ResourceExhausted("no memory for a wrap marker");
     AMBER_RETURN_IF_ERROR(WriteLog(scratch_.data, kPageSize, sb.log_offset + sb.log_head, false));
   }
@@ -276,8 +302,11 @@ Status Store::AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
       WriteLog(scratch_.data, kPageSize, base + (dpages + n) * kPageSize, direct));
   AMBER_RETURN_IF_ERROR(DataSync());
 
+  // The generation is complete and durable: it counts (recovery adopts it
+  // even if this superblock is lost), so the superblock is written without a
+  // sync of its own; the next generation's or migration's sync carries it.
   // Only this generation's fields: a migration may have moved the tail since sb.
-  return PublishChange([&](Superblock* next) {
+  return PublishChange(/*sync=*/false, [&](Superblock* next) {
     next->committed_gen = gen;
     if (next->log_head == next->log_tail) next->log_tail = pos;  // was empty
     next->log_head = (pos + total * kPageSize) % next->log_size;

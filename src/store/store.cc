@@ -252,6 +252,25 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& path,
     AMBER_ASSIGN_OR_RETURN(store->direct_fd_, OpenDirect(env, path, O_RDWR));
   }
   AMBER_RETURN_IF_ERROR(store->LoadSuperblock().WithContext(path));
+  format::Superblock sb = store->superblock();
+  uint64_t adopted = 0;
+  AMBER_RETURN_IF_ERROR(store->AdoptCompleteGenerations(&sb, &adopted).WithContext(path));
+  if (mode == Mode::kReadOnly) {
+    std::lock_guard<std::mutex> l(store->mu_);
+    store->sb_ = sb;
+  } else if (adopted > 0 || sb.format_version < format::kFormatVersion) {
+    // The adopted generations may still be only in the page cache (a process
+    // killed before their sync): make them durable before a superblock names
+    // them, or a power cut could leave one naming a torn generation.
+    if (adopted > 0) AMBER_RETURN_IF_ERROR(store->DataSync().WithContext(path));
+    auto adopt = [&](format::Superblock* next) {
+      const uint64_t seq = next->sequence;
+      *next = sb;
+      next->sequence = seq;
+      next->format_version = format::kFormatVersion;
+    };
+    AMBER_RETURN_IF_ERROR(store->PublishChange(/*sync=*/true, adopt).WithContext(path));
+  }
   return store;
 }
 
@@ -295,14 +314,19 @@ Status Store::LoadSuperblock() {
   return Status::OK();
 }
 
-Status Store::WriteSuperblock(Superblock next) {
+Status Store::WriteSuperblock(Superblock next, bool sync) {
   const uint32_t tag = tracking_flag_.load();
   if (tag != 0) next.flags = (next.flags & ~format::kFlagTrackingMask) | tag;
   format::SealSuperblock(&next);
   std::vector<char> page(kPageSize, 0);
   std::memcpy(page.data(), &next, sizeof(next));
   AMBER_RETURN_IF_ERROR(Write(page.data(), kPageSize, (next.sequence % 2) * kPageSize));
-  AMBER_RETURN_IF_ERROR(DataSync());
+  if (sync) {
+    AMBER_RETURN_IF_ERROR(DataSync());
+    unsynced_publish_ = false;
+  } else {
+    unsynced_publish_ = true;
+  }
   std::lock_guard<std::mutex> l(mu_);
   sb_ = next;
   return Status::OK();
@@ -310,18 +334,29 @@ Status Store::WriteSuperblock(Superblock next) {
 
 Status Store::FlushPendingLocked() {
   if (!pending_publish_) return Status::OK();
-  AMBER_RETURN_IF_ERROR(WriteSuperblock(pending_).WithContext("re-publishing superblock"));
+  AMBER_RETURN_IF_ERROR(
+      WriteSuperblock(pending_, /*sync=*/true).WithContext("re-publishing superblock"));
   pending_publish_ = false;
   return Status::OK();
 }
 
-Status Store::PublishChange(const std::function<void(Superblock*)>& change) {
+Status Store::Sync() {
+  if (mode_ != Mode::kReadWrite) return Status::OK();
+  std::lock_guard<std::mutex> p(publish_mu_);
+  AMBER_RETURN_IF_ERROR(FlushPendingLocked());
+  if (!unsynced_publish_) return Status::OK();
+  AMBER_RETURN_IF_ERROR(DataSync());
+  unsynced_publish_ = false;
+  return Status::OK();
+}
+
+Status Store::PublishChange(bool sync, const std::function<void(Superblock*)>& change) {
   std::lock_guard<std::mutex> p(publish_mu_);
   AMBER_RETURN_IF_ERROR(FlushPendingLocked());
   Superblock next = superblock();
   change(&next);
   next.sequence += 1;
-  Status s = WriteSuperblock(next);
+  Status s = WriteSuperblock(next, sync);
   if (!s.ok()) {
     pending_ = next;
     pending_publish_ = true;

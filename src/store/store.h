@@ -2,9 +2,12 @@
 // and its checksum table (layout in format.h and docs/format.md).
 //
 // How a generation becomes durable (AppendGeneration):
-//   descriptor + page images + commit record written at the log head
-//   → fdatasync → superblock naming the generation written to the other slot
-//   → fdatasync. Only then does the generation count.
+//   descriptor + page images + commit record written at the log head (or at 0)
+//   → fdatasync: from here the generation counts → superblock naming it
+//   written to the other slot, not synced (the next sync, a generation's or a
+//   migration's, makes it durable). Open adopts complete generations that the
+//   durable superblock does not name yet (AdoptCompleteGenerations), so one
+//   device sync per generation suffices.
 // Migration copies committed generations to their home pages (newest image of
 // each page wins), writes their checksums into the table, syncs, and publishes a
 // superblock whose log tail has moved past them. Recovery is the same migration
@@ -81,7 +84,10 @@ class Store {
   // Opens the store at `path`, creating it when missing and options allow
   // (atomically: built under a temporary name, then renamed into place).
   // kReadWrite takes an exclusive lock (kBusy if another process holds it).
-  // kReadOnly never writes or locks. Does not replay the log: call Recover().
+  // kReadOnly never writes or locks. Complete generations that follow the one
+  // the superblock names are adopted (kReadWrite: synced and published, which
+  // also upgrades a version-1 store; kReadOnly: in memory only). Does not
+  // replay the log: call Recover().
   static Result<std::unique_ptr<Store>> Open(Env* env, const std::string& path,
                                              const Options& options, Mode mode);
   ~Store();
@@ -149,6 +155,12 @@ class Store {
   // Recorded in the superblock's flags at each publish (see format.h).
   void SetTrackingFlag(uint32_t tag) { tracking_flag_ = tag & format::kFlagTrackingMask; }
 
+  // Makes the last superblock durable (AppendGeneration does not sync its
+  // own; the generations it names are durable already). Heap::Close calls it
+  // so that a closed store needs no adoption at the next open. An error is
+  // the sync's.
+  Status Sync();
+
   // Writes moved since open: bytes to the file, and how many syncs.
   uint64_t bytes_written() const { return bytes_written_; }
   uint64_t syncs() const { return syncs_; }
@@ -159,12 +171,18 @@ class Store {
   static Status Create(Env* env, const std::string& path, const Options& options);
   Status LoadSuperblock();
   // Publishes the current superblock changed by `change` (sequence + 1): writes
-  // it to its slot and syncs. Serialised, so an append and a migration never
-  // publish over each other's fields. A superblock whose write failed may or may
-  // not be on disk: it is published again (same sequence) before anything else.
-  Status PublishChange(const std::function<void(format::Superblock*)>& change);
+  // it to its slot and, if `sync`, syncs. Serialised, so an append and a
+  // migration never publish over each other's fields. A superblock whose write
+  // failed may or may not be on disk: it is published again (same sequence,
+  // synced) before anything else.
+  Status PublishChange(bool sync, const std::function<void(format::Superblock*)>& change);
   Status FlushPendingLocked();  // publish_mu_ held
-  Status WriteSuperblock(format::Superblock next);
+  Status WriteSuperblock(format::Superblock next, bool sync);
+  // Open: advances *sb past each complete generation (every checksum valid,
+  // number above sb's committed_gen) found where the writer would have put the
+  // next one (head, else 0) inside the free part of the ring; *adopted says
+  // how many. Read errors are returned; invalid data just ends the walk.
+  Status AdoptCompleteGenerations(format::Superblock* sb, uint64_t* adopted) const;
   Status MigrateLocked();  // migrate_mu_ held
   // Where a generation of `bytes` goes, and whether the ring must be restarted
   // at 0 (log empty). kNoSpace when it does not fit now.
@@ -218,6 +236,7 @@ class Store {
   // not be on disk, so it is published again (same sequence) before anything else.
   bool pending_publish_ = false;
   format::Superblock pending_{};
+  bool unsynced_publish_ = false;  // a superblock written since the last sync (publish_mu_)
 };
 
 // Resolves the effective creation parameters (defaults, rounding) and checks them.

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -18,6 +19,7 @@
 #include <random>
 #include <thread>
 
+#include "env/fault_injection_env.h"
 #include "test_util.h"
 
 namespace amber {
@@ -344,80 +346,125 @@ TEST(Store, RingWrapsAndMigratesUnderPressure) {
   for (auto [page, version] : expect) EXPECT_EQ(HomePage(path, *st, page).second, version) << page;
 }
 
-// A process killed after writing a generation at the head of the log but
-// before publishing it leaves a complete one there. When the next process's
-// generation does not fit at the head and wraps to 0, the walk from the tail
-// must not take the leftover for the successor of the last committed one
-// (it did: recovery then failed with "no generation header").
-TEST(Store, UnpublishedGenerationAtTheHeadIsNotWalkedIntoAfterAWrap) {
+std::vector<uint64_t> PageRange(uint64_t first, uint64_t n) {
+  std::vector<uint64_t> v;
+  for (uint64_t i = 0; i < n; ++i) v.push_back(first + i);
+  return v;
+}
+
+Status Append(Store& st, uint64_t gen, const std::vector<uint64_t>& pages) {
+  auto img = Images(pages, gen);
+  return st.AppendGeneration(gen, pages, img.data(), 1024 * kPageSize, gen);
+}
+
+// The superblock slots as raw bytes: saved before a publish and put back, they
+// model a power cut that lost the superblock write (it is not synced).
+std::vector<char> ReadSuperblocks(const std::string& path) {
+  std::vector<char> b(format::kTableOffset);
+  int fd = ::open(path.c_str(), O_RDONLY);
+  EXPECT_GE(fd, 0);
+  EXPECT_EQ(::pread(fd, b.data(), b.size(), 0), static_cast<ssize_t>(b.size()));
+  ::close(fd);
+  return b;
+}
+void WriteSuperblocks(const std::string& path, const std::vector<char>& b) {
+  int fd = ::open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pwrite(fd, b.data(), b.size(), 0), static_cast<ssize_t>(b.size()));
+  ::close(fd);
+}
+
+// A generation counts once it is complete and synced: its superblock is written
+// without a sync, and a power cut that loses it must not lose the generation.
+// Open finds it past the head the durable superblock names and adopts it: in
+// memory when read-only (writing nothing), published when read-write.
+TEST(Store, CompleteGenerationPastTheHeadIsAdopted) {
   TempDir dir;
   auto path = dir.File("s.amber");
-  auto pages = [](uint64_t first, uint64_t n) {
-    std::vector<uint64_t> v;
-    for (uint64_t i = 0; i < n; ++i) v.push_back(first + i);
-    return v;
-  };
-  auto append = [&](Store& st, uint64_t gen, const std::vector<uint64_t>& p) {
-    auto img = Images(p, gen);
-    return st.AppendGeneration(gen, p, img.data(), 1024 * kPageSize, gen);
-  };
-  // Holds the next DataSync (a migration's) until released.
-  testing::HoldNextSyncEnv<EnvWrapper> env(Env::Default());
+  std::vector<char> before;
+  {
+    auto st = OpenStore(path);
+    ASSERT_TRUE(Append(*st, 1, {5}).ok());
+    before = ReadSuperblocks(path);
+    ASSERT_TRUE(Append(*st, 2, {5, 6}).ok());
+    ASSERT_TRUE(Append(*st, 3, {6}).ok());
+  }
+  WriteSuperblocks(path, before);  // both later superblocks lost
+  {
+    auto ro = OpenStore(path, SmallOptions(), Store::Mode::kReadOnly);
+    ASSERT_TRUE(ro);
+    EXPECT_EQ(ro->superblock().committed_gen, 3u);
+    uint64_t walked = 0;
+    ASSERT_TRUE(ro->ForEachGeneration(true, [&](const GenInfo& g) {
+                    EXPECT_EQ(g.gen, ++walked);
+                    return Status::OK();
+                  }).ok());
+    EXPECT_EQ(walked, 3u);
+    EXPECT_EQ(ReadSuperblocks(path), before) << "a read-only open wrote";
+  }
+  {
+    auto st = OpenStore(path);
+    ASSERT_TRUE(st);
+    EXPECT_EQ(st->superblock().committed_gen, 3u);
+    EXPECT_EQ(st->superblock().format_version, format::kFormatVersion);
+  }
+  EXPECT_NE(ReadSuperblocks(path), before) << "the adoption was not published";
+  auto st = OpenStore(path);
+  ASSERT_TRUE(st->Recover(true).ok());
+  EXPECT_EQ(st->superblock().committed_gen, 3u);
+  EXPECT_EQ(HomePage(path, *st, 5), std::make_pair(uint64_t{5}, uint64_t{2}));
+  EXPECT_EQ(HomePage(path, *st, 6), std::make_pair(uint64_t{6}, uint64_t{3}));
+}
+
+// An attempt whose sync failed may leave a complete generation at the head.
+// When the next attempt does not fit there and wraps to 0, and its superblock
+// is then lost, Open must adopt the new generation at 0, not the leftover at
+// the head (the writer zeroes the head's page for this).
+TEST(Store, LeftoverAtTheOldHeadIsNotAdoptedAfterAWrap) {
+  TempDir dir;
+  auto path = dir.File("s.amber");
+  // Holds the next DataSync (a migration's) until released; fails injected ones.
+  testing::HoldNextSyncEnv<FaultInjectionEnv> env(Env::Default());
   uint64_t head_before = 0;
-  std::vector<char> superblocks(format::kTableOffset);
+  std::vector<char> superblocks;
   {
     auto opened = Store::Open(&env, path, SmallOptions(), Store::Mode::kReadWrite);
     ASSERT_TRUE(opened.ok()) << opened.status().ToString();
     Store& st = **opened;
     // Generations 1 and 2 fill [0, 44) of the 64-page log.
-    ASSERT_TRUE(append(st, 1, pages(0, 20)).ok());
-    ASSERT_TRUE(append(st, 2, pages(100, 20)).ok());
+    ASSERT_TRUE(Append(st, 1, PageRange(0, 20)).ok());
+    ASSERT_TRUE(Append(st, 2, PageRange(100, 20)).ok());
     // A migration of 1-2 publishes its tail after generation 3 was appended:
     // the log is then [3's position, head), not empty, and its tail is not 0.
     env.HoldNext();
     Status ms;
     std::thread migrator([&] { ms = st.Migrate(); });
     env.WaitHeld();
-    ASSERT_TRUE(append(st, 3, pages(200, 6)).ok());
+    ASSERT_TRUE(Append(st, 3, PageRange(200, 6)).ok());
     env.Release();
     migrator.join();
     ASSERT_TRUE(ms.ok()) << ms.ToString();
+    ASSERT_TRUE(st.Sync().ok());
     const format::Superblock sb = st.superblock();
     ASSERT_NE(sb.log_tail, 0u);
     ASSERT_NE(sb.log_tail, sb.log_head);
     head_before = sb.log_head;
-    // Generation 4 is written at the head, then "the process dies" before its
-    // superblock: put the superblocks back as they were.
-    int fd = ::open(path.c_str(), O_RDWR);
-    ASSERT_GE(fd, 0);
-    ASSERT_EQ(::pread(fd, superblocks.data(), superblocks.size(), 0),
-              static_cast<ssize_t>(superblocks.size()));
-    ASSERT_TRUE(append(st, 4, pages(300, 6)).ok());
-    ASSERT_EQ(::pwrite(fd, superblocks.data(), superblocks.size(), 0),
-              static_cast<ssize_t>(superblocks.size()));
-    ::close(fd);
+    superblocks = ReadSuperblocks(path);
+    // Generation 4 is written at the head, complete, but its sync fails.
+    env.InjectError(FaultInjectionEnv::kDataSync, EIO, 1);
+    ASSERT_EQ(Append(st, 4, PageRange(300, 6)).code(), Code::kIOError);
+    ASSERT_EQ(st.superblock().log_head, head_before);
+    // The next attempt is too big for the rest of the ring: it wraps to 0.
+    ASSERT_TRUE(Append(st, 5, PageRange(400, 15)).ok());
+    ASSERT_LT(st.superblock().log_head, head_before);
   }
-  {
-    auto st = OpenStore(path);
-    ASSERT_TRUE(st);
-    ASSERT_EQ(st->superblock().committed_gen, 3u);
-    ASSERT_EQ(st->superblock().log_head, head_before);
-    // The next generation 4 is too big for the rest of the ring: it wraps to 0.
-    ASSERT_TRUE(append(*st, 4, pages(400, 15)).ok());
-    ASSERT_LT(st->superblock().log_head, head_before);
-    uint64_t walked = 0;
-    Status s = st->ForEachGeneration(true, [&](const GenInfo& g) {
-      walked = g.gen;
-      return Status::OK();
-    });
-    EXPECT_TRUE(s.ok()) << s.ToString();
-    EXPECT_EQ(walked, 4u);
-  }
+  WriteSuperblocks(path, superblocks);  // its superblock lost
   auto st = OpenStore(path);
   ASSERT_TRUE(st);
+  EXPECT_EQ(st->superblock().committed_gen, 5u);
   Status r = st->Recover(/*verify_home=*/true);
   ASSERT_TRUE(r.ok()) << r.ToString();
-  EXPECT_EQ(HomePage(path, *st, 400), std::make_pair(uint64_t{400}, uint64_t{4}));
+  EXPECT_EQ(HomePage(path, *st, 400), std::make_pair(uint64_t{400}, uint64_t{5}));
   EXPECT_EQ(HomePage(path, *st, 300), std::make_pair(uint64_t{0}, uint64_t{0}));
   EXPECT_EQ(HomePage(path, *st, 200), std::make_pair(uint64_t{200}, uint64_t{3}));
 }
@@ -434,40 +481,94 @@ TEST(Store, GenerationLargerThanLogIsNoSpace) {
   EXPECT_EQ(st->superblock().committed_gen, 0u);
 }
 
-TEST(Store, UnpublishedGenerationIsIgnored) {
+// Past the head, only a complete generation counts: one without its commit
+// record, or with an image that does not match its checksum (a crash before
+// its sync completed), is ignored.
+TEST(Store, TornGenerationPastTheHeadIsIgnored) {
   TempDir dir;
   auto path = dir.File("s.amber");
-  uint64_t pos;
   {
     auto st = OpenStore(path);
-    std::vector<uint64_t> p = {5};
-    auto i1 = Images(p, 1);
-    ASSERT_TRUE(st->AppendGeneration(1, p, i1.data(), kPageSize * 8, 1).ok());
+    ASSERT_TRUE(Append(*st, 1, {5}).ok());
+  }
+  const std::vector<char> before = ReadSuperblocks(path);
+  uint64_t pos, log_offset;
+  {
+    auto st = OpenStore(path);
     pos = st->superblock().log_head;
+    log_offset = st->superblock().log_offset;
+    ASSERT_TRUE(Append(*st, 2, {5}).ok());
   }
-  // A second generation written at the head without a superblock naming it,
-  // as a crash between the log write and the publish would leave it.
+  WriteSuperblocks(path, before);
+  auto fd = Env::Default()->Open(path, O_RDWR, 0);
+  ASSERT_TRUE(fd.ok());
+  // Generation 2 is one descriptor page, one image, one commit page.
+  std::vector<char> commit(kPageSize), zeros(kPageSize, 0);
+  ASSERT_TRUE(
+      Env::Default()->PRead(*fd, commit.data(), kPageSize, log_offset + pos + 2 * kPageSize).ok());
+  {
+    SCOPED_TRACE("an image byte flipped");
+    ASSERT_TRUE(FlipByte(path, log_offset + pos + kPageSize + 100));
+    auto st = OpenStore(path);
+    EXPECT_EQ(st->superblock().committed_gen, 1u);
+    ASSERT_TRUE(FlipByte(path, log_offset + pos + kPageSize + 100));
+  }
+  WriteSuperblocks(path, before);
+  {
+    SCOPED_TRACE("no commit record");
+    ASSERT_TRUE(Env::Default()
+                    ->PWrite(*fd, zeros.data(), kPageSize, log_offset + pos + 2 * kPageSize)
+                    .ok());
+    auto st = OpenStore(path);
+    EXPECT_EQ(st->superblock().committed_gen, 1u);
+    ASSERT_TRUE(st->Recover(true).ok());
+    EXPECT_EQ(HomePage(path, *st, 5).second, 1u);
+  }
+  WriteSuperblocks(path, before);
+  {
+    SCOPED_TRACE("complete again");
+    ASSERT_TRUE(Env::Default()
+                    ->PWrite(*fd, commit.data(), kPageSize, log_offset + pos + 2 * kPageSize)
+                    .ok());
+    auto st = OpenStore(path);
+    EXPECT_EQ(st->superblock().committed_gen, 2u);
+  }
+  Env::Default()->Close(*fd).IgnoreError();
+}
+
+// A version-1 store (whose generations count only once a synced superblock
+// names them) is read as it is, and upgraded when opened for writing: a
+// version-1 build must then refuse it rather than drop adopted generations.
+TEST(Store, VersionOneStoreIsReadAndUpgraded) {
+  TempDir dir;
+  auto path = dir.File("s.amber");
   {
     auto st = OpenStore(path);
-    auto sb = st->superblock();
-    auto img = Images({5}, 2);
-    format::GenHeader h{};
-    std::memcpy(h.magic, format::kGenMagic, 8);
-    h.gen = 2;
-    h.page_count = 1;
-    h.descriptor_pages = 1;
-    std::vector<char> page(kPageSize, 0);
-    std::memcpy(page.data(), &h, sizeof(h));
-    auto fd = Env::Default()->Open(path, O_RDWR, 0);
-    ASSERT_TRUE(fd.ok());
-    ASSERT_TRUE(Env::Default()->PWrite(*fd, page.data(), kPageSize, sb.log_offset + pos).ok());
-    ASSERT_TRUE(
-        Env::Default()->PWrite(*fd, img.data(), kPageSize, sb.log_offset + pos + kPageSize).ok());
-    Env::Default()->Close(*fd).IgnoreError();
+    ASSERT_TRUE(Append(*st, 1, {5}).ok());
+    ASSERT_TRUE(st->Sync().ok());
   }
+  std::vector<char> raw = ReadSuperblocks(path);
+  for (uint64_t slot = 0; slot < 2; ++slot) {
+    format::Superblock sb;
+    std::memcpy(&sb, &raw[slot * kPageSize], sizeof(sb));
+    if (sb.sequence == 0) continue;
+    sb.format_version = 1;
+    format::SealSuperblock(&sb);
+    std::memcpy(&raw[slot * kPageSize], &sb, sizeof(sb));
+  }
+  WriteSuperblocks(path, raw);
+  {
+    auto ro = OpenStore(path, SmallOptions(), Store::Mode::kReadOnly);
+    ASSERT_TRUE(ro);
+    EXPECT_EQ(ro->superblock().format_version, 1u);
+    EXPECT_EQ(ro->superblock().committed_gen, 1u);
+  }
+  EXPECT_EQ(ReadSuperblocks(path), raw);
   auto st = OpenStore(path);
-  ASSERT_TRUE(st->Recover(true).ok());
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->superblock().format_version, format::kFormatVersion);
   EXPECT_EQ(st->superblock().committed_gen, 1u);
+  ASSERT_TRUE(st->Recover(true).ok());
   EXPECT_EQ(HomePage(path, *st, 5).second, 1u);
 }
 

@@ -18,9 +18,10 @@ Status ValidateSuperblock(const Superblock& sb, uint64_t file_size) {
     return Corruption("superblock: bad magic (not an amber store)");
   uint32_t crc = crc32c::Value(&sb, offsetof(Superblock, crc));
   if (crc != sb.crc) return Corruption("superblock: checksum mismatch");
-  if (sb.format_version != kFormatVersion)
+  if (sb.format_version < kOldestReadableVersion || sb.format_version > kFormatVersion)
     return NotSupported("store format version " + std::to_string(sb.format_version) +
-                        ", this build reads version " + std::to_string(kFormatVersion));
+                        ", this build reads versions " + std::to_string(kOldestReadableVersion) +
+                        " to " + std::to_string(kFormatVersion));
   if (sb.page_size != kPageSize)
     return NotSupported("store page size " + std::to_string(sb.page_size) + ", this build uses " +
                         std::to_string(kPageSize));
@@ -48,6 +49,18 @@ Status ValidateSuperblock(const Superblock& sb, uint64_t file_size) {
     return Corruption("store file is truncated: " + std::to_string(file_size) +
                       " bytes, expected " + std::to_string(sb.home_offset + sb.capacity));
   return Status::OK();
+}
+
+bool FreeInLog(const Superblock& sb, uint64_t pos, uint64_t bytes) {
+  const uint64_t L = sb.log_size, head = sb.log_head, tail = sb.log_tail;
+  if (bytes >= L || pos >= L) return false;
+  if (head == tail) return pos + bytes <= L;  // empty: anywhere it does not wrap
+  if (head > tail) {
+    // Free: [head, L) and [0, tail). The new head must not land on the tail.
+    if (pos == head) return head + bytes < L || (head + bytes == L && tail != 0);
+    return pos == 0 && bytes < tail;
+  }
+  return pos == head && head + bytes < tail;  // free: [head, tail)
 }
 
 }  // namespace amber::format
