@@ -92,16 +92,22 @@ void EditSuperblocks(const std::string& path, const std::function<void(Superbloc
   }
 }
 
-// Runs `amber verify` and returns its exit status (or -1 if the CLI is not built).
-int CliVerify(const std::string& path, std::string* out) {
+// Runs `amber ARGS` and returns its exit status (or -1 if the CLI is not
+// built); *out receives what it printed.
+int RunCli(const std::string& args, std::string* out) {
   if (::access(kAmber.c_str(), X_OK) != 0) return -1;
-  std::string cmd = "'" + kAmber + "' verify '" + path + "' 2>&1";
+  std::string cmd = "'" + kAmber + "' " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   char buf[4096];
   size_t n;
   while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out->append(buf, n);
   int st = pclose(p);
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+// Runs `amber verify` on the store (see RunCli).
+int CliVerify(const std::string& path, std::string* out) {
+  return RunCli("verify '" + path + "'", out);
 }
 
 // The store must be refused everywhere with `code`, the message containing `says`.
@@ -270,13 +276,34 @@ TEST(HostileStore, ImpossibleGenerationFieldsWithValidChecksums) {
   ExpectRefused(path, Code::kCorruption, "out of range");
 }
 
-// Read-only inspection of a store whose log still needs replaying: the CLI's info,
-// verify and checkpoints, and Store kReadOnly with a full verification, leave
-// every byte (and the modification time) as it was, and take no lock.
+// Read-only inspection of a store whose log still needs replaying, and whose
+// last generation no superblock names (its superblock lost in a power cut):
+// the CLI's info, verify and checkpoints, and Store kReadOnly with a full
+// verification, leave every byte (and the modification time) as it was, and
+// take no lock; they count the unnamed generation, as a read-write open does.
 TEST(HostileStore, ReadOnlyInspectionNeverModifiesTheStore) {
   testing::TempDir dir;
   const std::string path = dir.File("h.amber");
   MakeStore(path);
+  {
+    auto s = Store::Open(Env::Default(), path, HostileOptions(), Store::Mode::kReadOnly);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    std::vector<GenInfo> gens;
+    ASSERT_TRUE((*s)->ForEachGeneration(false,
+                                        [&](const GenInfo& g) {
+                                          gens.push_back(g);
+                                          return Status::OK();
+                                        })
+                    .ok());
+    ASSERT_GE(gens.size(), 2u);
+    const GenInfo last = gens.back(), prev = gens[gens.size() - 2];
+    EditSuperblocks(path, [&](Superblock* sb) {
+      sb->committed_gen = prev.gen;
+      sb->log_head = last.log_pos;
+      sb->heap_used = prev.heap_used;
+      sb->commit_us = prev.capture_us;
+    });
+  }
   const std::string before = ReadAll(path);
   struct stat st0;
   ASSERT_EQ(::stat(path.c_str(), &st0), 0);
@@ -284,6 +311,7 @@ TEST(HostileStore, ReadOnlyInspectionNeverModifiesTheStore) {
     FaultInjectionEnv env(Env::Default());
     auto s = Store::Open(&env, path, HostileOptions(), Store::Mode::kReadOnly);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
+    EXPECT_EQ((*s)->adopted_at_open(), 1u);
     ASSERT_TRUE((*s)->Recover(true).ok());
     EXPECT_EQ((*s)->Migrate().code(), Code::kFailedPrecondition);
     EXPECT_EQ((*s)->AppendGeneration(99, {}, nullptr, 0, 0).code(), Code::kFailedPrecondition);
@@ -299,6 +327,9 @@ TEST(HostileStore, ReadOnlyInspectionNeverModifiesTheStore) {
       c = "'" + kAmber + "' " + cmd + " --json '" + path + "' >/dev/null 2>&1";
       EXPECT_EQ(std::system(c.c_str()), 0) << cmd << " --json";
     }
+    std::string info;
+    EXPECT_EQ(RunCli("info --json '" + path + "'", &info), 0) << info;
+    EXPECT_NE(info.find("\"unnamed_generations\":1"), std::string::npos) << info;
   }
   struct stat st1;
   ASSERT_EQ(::stat(path.c_str(), &st1), 0);

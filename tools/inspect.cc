@@ -73,6 +73,7 @@ int CmdInfo(const Args& args) {
                             .Int("log_size_bytes", sb.log_size)
                             .Int("log_used_bytes", log_used)
                             .Int("log_generations", gens)
+                            .Int("unnamed_generations", (*store)->adopted_at_open())
                             .Str("tracking", tracking)
                             .Str("error", walk.ok() ? "" : walk.ToString())
                             .Done()
@@ -88,6 +89,12 @@ int CmdInfo(const Args& args) {
     std::printf("created:          %s\n", TimeUs(sb.created_us).c_str());
     std::printf("log:              %s of %s used, %" PRIu64 " unmigrated generation(s)\n",
                 Bytes(log_used).c_str(), Bytes(sb.log_size).c_str(), gens);
+    if ((*store)->adopted_at_open() != 0)
+      std::printf("                  the last %" PRIu64
+                  " of them lie past the head the superblock names (a power cut\n"
+                  "                  lost its write); they are complete, so they count, and the\n"
+                  "                  next read-write open publishes them\n",
+                  (*store)->adopted_at_open());
     std::printf("tracking:         %s (of the last process that wrote it)\n", tracking.c_str());
     if (!walk.ok())
       std::printf("WARNING:          %s (run amber verify)\n", walk.ToString().c_str());

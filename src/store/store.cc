@@ -255,6 +255,7 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& path,
   format::Superblock sb = store->superblock();
   uint64_t adopted = 0;
   AMBER_RETURN_IF_ERROR(store->AdoptCompleteGenerations(&sb, &adopted).WithContext(path));
+  store->adopted_at_open_ = adopted;
   if (mode == Mode::kReadOnly) {
     std::lock_guard<std::mutex> l(store->mu_);
     store->sb_ = sb;

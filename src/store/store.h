@@ -161,6 +161,11 @@ class Store {
   // the sync's.
   Status Sync();
 
+  // Complete generations Open found past the head the superblock names (a
+  // power cut lost their superblock) and adopted; read-write opens have
+  // published them since.
+  uint64_t adopted_at_open() const { return adopted_at_open_; }
+
   // Writes moved since open: bytes to the file, and how many syncs.
   uint64_t bytes_written() const { return bytes_written_; }
   uint64_t syncs() const { return syncs_; }
@@ -236,6 +241,7 @@ class Store {
   // not be on disk, so it is published again (same sequence) before anything else.
   bool pending_publish_ = false;
   format::Superblock pending_{};
+  uint64_t adopted_at_open_ = 0;
   bool unsynced_publish_ = false;  // a superblock written since the last sync (publish_mu_)
 };
 

@@ -394,6 +394,7 @@ TEST(Store, CompleteGenerationPastTheHeadIsAdopted) {
     auto ro = OpenStore(path, SmallOptions(), Store::Mode::kReadOnly);
     ASSERT_TRUE(ro);
     EXPECT_EQ(ro->superblock().committed_gen, 3u);
+    EXPECT_EQ(ro->adopted_at_open(), 2u);
     uint64_t walked = 0;
     ASSERT_TRUE(ro->ForEachGeneration(true, [&](const GenInfo& g) {
                     EXPECT_EQ(g.gen, ++walked);
@@ -406,6 +407,7 @@ TEST(Store, CompleteGenerationPastTheHeadIsAdopted) {
     auto st = OpenStore(path);
     ASSERT_TRUE(st);
     EXPECT_EQ(st->superblock().committed_gen, 3u);
+    EXPECT_EQ(st->adopted_at_open(), 2u);
     EXPECT_EQ(st->superblock().format_version, format::kFormatVersion);
   }
   EXPECT_NE(ReadSuperblocks(path), before) << "the adoption was not published";
