@@ -23,14 +23,30 @@ std::string At(uint64_t gen, uint64_t pos) {
 
 }  // namespace
 
-Status Store::ReadGeneration(uint64_t pos, uint64_t min_gen, bool verify_pages,
-                             GenInfo* info) const {
+Status Store::ReadLog(void* buf, size_t n, uint64_t off, bool from_device) const {
+  if (from_device && direct_fd_ >= 0 && off % kPageSize == 0) {
+    PageBuffer aligned;
+    if (!aligned.Assign(format::RoundUp(n, kPageSize)))
+      return ResourceExhausted("no memory to read the log");
+    Status s = env_->PRead(direct_fd_, aligned.data, aligned.size, off);
+    if (s.ok()) {
+      std::memcpy(buf, aligned.data, n);
+      return s;
+    }
+    if (s.code() != Code::kInvalidArgument) return s;
+    // O_DIRECT reads refused here: the page cache it is.
+  }
+  return env_->PRead(fd_, buf, n, off);
+}
+
+Status Store::ReadGeneration(uint64_t pos, uint64_t min_gen, bool verify_pages, GenInfo* info,
+                             bool from_device) const {
   Superblock sb = superblock();
   const uint64_t log_pages = sb.log_size / kPageSize;
   if (pos % kPageSize != 0 || pos + kPageSize > sb.log_size)
     return Corruption("log position " + std::to_string(pos) + " outside the log");
   std::vector<char> buf(kPageSize);
-  AMBER_RETURN_IF_ERROR(env_->PRead(fd_, buf.data(), kPageSize, sb.log_offset + pos));
+  AMBER_RETURN_IF_ERROR(ReadLog(buf.data(), kPageSize, sb.log_offset + pos, from_device));
   GenHeader h;
   std::memcpy(&h, buf.data(), sizeof(h));
   if (std::memcmp(h.magic, format::kGenMagic, sizeof(h.magic)) != 0)
@@ -47,9 +63,8 @@ Status Store::ReadGeneration(uint64_t pos, uint64_t min_gen, bool verify_pages,
                       " beyond the capacity");
   buf.resize(h.descriptor_pages * kPageSize);
   if (h.descriptor_pages > 1)
-    AMBER_RETURN_IF_ERROR(env_->PRead(fd_, buf.data() + kPageSize,
-                                      (h.descriptor_pages - 1) * kPageSize,
-                                      sb.log_offset + pos + kPageSize));
+    AMBER_RETURN_IF_ERROR(ReadLog(buf.data() + kPageSize, (h.descriptor_pages - 1) * kPageSize,
+                                  sb.log_offset + pos + kPageSize, from_device));
   const size_t desc_bytes = sizeof(GenHeader) + h.page_count * sizeof(GenEntry);
   GenHeader zeroed = h;
   zeroed.crc = 0;
@@ -59,7 +74,7 @@ Status Store::ReadGeneration(uint64_t pos, uint64_t min_gen, bool verify_pages,
 
   char cpage[sizeof(GenCommit)];
   const uint64_t commit_pos = pos + (total - 1) * kPageSize;
-  AMBER_RETURN_IF_ERROR(env_->PRead(fd_, cpage, sizeof(cpage), sb.log_offset + commit_pos));
+  AMBER_RETURN_IF_ERROR(ReadLog(cpage, sizeof(cpage), sb.log_offset + commit_pos, from_device));
   GenCommit c;
   std::memcpy(&c, cpage, sizeof(c));
   if (std::memcmp(c.magic, format::kCommitMagic, sizeof(c.magic)) != 0 ||
@@ -95,9 +110,9 @@ Status Store::ReadGeneration(uint64_t pos, uint64_t min_gen, bool verify_pages,
     std::vector<char> data(std::min(kBatch, h.page_count) * kPageSize);
     for (uint64_t i = 0; i < h.page_count; i += kBatch) {
       uint64_t n = std::min(kBatch, h.page_count - i);
-      AMBER_RETURN_IF_ERROR(
-          env_->PRead(fd_, data.data(), n * kPageSize,
-                      sb.log_offset + pos + (h.descriptor_pages + i) * kPageSize));
+      AMBER_RETURN_IF_ERROR(ReadLog(data.data(), n * kPageSize,
+                                    sb.log_offset + pos + (h.descriptor_pages + i) * kPageSize,
+                                    from_device));
       for (uint64_t j = 0; j < n; ++j) {
         if (crc32c::Value(data.data() + j * kPageSize, kPageSize) != info->entries[i + j].crc)
           return Corruption(At(h.gen, pos) + ": image of heap page " +
@@ -172,7 +187,10 @@ Status Store::AdoptCompleteGenerations(Superblock* sb, uint64_t* adopted) const 
       const uint64_t pos = candidates[i];
       // Every image is checked: without a superblock naming it, nothing says
       // the generation's sync completed, so any page of it may be missing.
-      Status s = ReadGeneration(pos, sb->committed_gen + 1, /*verify_pages=*/true, &info);
+      // Read-write: from the device, not the page cache (ReadLog), since the
+      // generation is about to be published.
+      Status s = ReadGeneration(pos, sb->committed_gen + 1, /*verify_pages=*/true, &info,
+                                /*from_device=*/mode_ == Mode::kReadWrite);
       if (s.code() == Code::kCorruption) continue;  // none there, or torn
       AMBER_RETURN_IF_ERROR(s);
       found = format::FreeInLog(*sb, pos, info.total_pages * kPageSize);
@@ -296,10 +314,22 @@ Status Store::AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
   c.total_pages = total;
   c.descriptor_crc = h.crc;
   c.crc = crc32c::Value(&c, offsetof(GenCommit, crc));
-  if (!scratch_.Assign(kPageSize)) return ResourceExhausted("no memory for a commit record");
+  // The page after the generation, where the head moves, is zeroed in the
+  // same sync (it is free: the head never lands on the tail). Recovery looks
+  // for unnamed generations at a durable superblock's head, and this keeps
+  // anything an earlier process left there (a failed attempt, numbered above
+  // what is committed now) from being taken for one of this process's.
+  const uint64_t end = pos + total * kPageSize;
+  const bool zero_after = end < sb.log_size;  // else the head moves to 0: zeroed below
+  if (!scratch_.Assign((zero_after ? 2 : 1) * kPageSize))
+    return ResourceExhausted("no memory for a commit record");
   std::memcpy(scratch_.data, &c, sizeof(c));
   AMBER_RETURN_IF_ERROR(
-      WriteLog(scratch_.data, kPageSize, base + (dpages + n) * kPageSize, direct));
+      WriteLog(scratch_.data, scratch_.size, base + (dpages + n) * kPageSize, direct));
+  if (!zero_after) {
+    if (!scratch_.Assign(kPageSize)) return ResourceExhausted("no memory for a zero page");
+    AMBER_RETURN_IF_ERROR(WriteLog(scratch_.data, kPageSize, sb.log_offset, false));
+  }
   AMBER_RETURN_IF_ERROR(DataSync());
 
   // The generation is complete and durable: it counts (recovery adopts it

@@ -111,6 +111,11 @@ Status Store::WriteTo(int fd, const void* buf, size_t n, uint64_t off) {
   return Status::OK();
 }
 
+Status Store::ZeroLogPage(const Superblock& sb, uint64_t pos) {
+  std::vector<char> zeros(kPageSize, 0);
+  return Write(zeros.data(), kPageSize, sb.log_offset + pos);
+}
+
 Status Store::DataSync() {
   AMBER_RETURN_IF_ERROR(env_->DataSync(fd_));
   ++syncs_;
@@ -254,15 +259,30 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& path,
   AMBER_RETURN_IF_ERROR(store->LoadSuperblock().WithContext(path));
   format::Superblock sb = store->superblock();
   uint64_t adopted = 0;
-  AMBER_RETURN_IF_ERROR(store->AdoptCompleteGenerations(&sb, &adopted).WithContext(path));
+  // Version 1 synced every superblock it reported, so nothing past its head
+  // counts (and its writers never zeroed the head: a leftover there could be
+  // stale).
+  if (sb.format_version >= 2)
+    AMBER_RETURN_IF_ERROR(store->AdoptCompleteGenerations(&sb, &adopted).WithContext(path));
   store->adopted_at_open_ = adopted;
   if (mode == Mode::kReadOnly) {
     std::lock_guard<std::mutex> l(store->mu_);
     store->sb_ = sb;
-  } else if (adopted > 0 || sb.format_version < format::kFormatVersion) {
-    // The adopted generations may still be only in the page cache (a process
-    // killed before their sync): make them durable before a superblock names
-    // them, or a power cut could leave one naming a torn generation.
+    return store;
+  }
+  // Zero the pages where a later open would look for unnamed generations (the
+  // head, and 0 where it is free): what an earlier process left there (an
+  // attempt whose sync failed, numbered above what it committed, or a version-1
+  // writer's leftover) must never be taken for one of this process's
+  // generations. Each append keeps this true for its new head. Durable with
+  // the next sync (below, or the first generation's); until then a crash
+  // leaves the state this open found, and the next open zeroes them again.
+  AMBER_RETURN_IF_ERROR(store->ZeroLogPage(sb, sb.log_head).WithContext(path));
+  if (sb.log_head != 0 && (sb.log_head == sb.log_tail || format::FreeInLog(sb, 0, kPageSize)))
+    AMBER_RETURN_IF_ERROR(store->ZeroLogPage(sb, 0).WithContext(path));
+  if (adopted > 0 || sb.format_version < format::kFormatVersion) {
+    // The adopted generations were read from the device, but may still be in
+    // its volatile cache: sync before a superblock names them.
     if (adopted > 0) AMBER_RETURN_IF_ERROR(store->DataSync().WithContext(path));
     auto adopt = [&](format::Superblock* next) {
       const uint64_t seq = next->sequence;

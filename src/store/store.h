@@ -192,7 +192,17 @@ class Store {
   // Where a generation of `bytes` goes, and whether the ring must be restarted
   // at 0 (log empty). kNoSpace when it does not fit now.
   Result<uint64_t> PlaceGeneration(const format::Superblock& sb, uint64_t bytes) const;
-  Status ReadGeneration(uint64_t pos, uint64_t min_gen, bool verify_pages, GenInfo* info) const;
+  // Reads and validates the generation at log offset pos (kCorruption if there
+  // is none, or it is torn, older than min_gen or inconsistent). from_device:
+  // read around the page cache (see ReadLog).
+  Status ReadGeneration(uint64_t pos, uint64_t min_gen, bool verify_pages, GenInfo* info,
+                        bool from_device = false) const;
+  // Reads n bytes of the file at off (page aligned). from_device: through
+  // direct_fd_ when there is one, so the bytes come from the device, not from
+  // the page cache (which after a failed writeback may hold contents the disk
+  // does not: Linux marks such pages clean, and the error is reported to one
+  // sync only); falls back to the page cache where O_DIRECT reads are refused.
+  Status ReadLog(void* buf, size_t n, uint64_t off, bool from_device) const;
   // Newest image of each page in the unmigrated generations: heap page ->
   // (file offset of the image, checksum), sorted by page.
   using NewestList = std::vector<std::pair<uint64_t, std::pair<uint64_t, uint32_t>>>;
@@ -214,6 +224,8 @@ class Store {
   Status WriteLog(const void* buf, size_t n, uint64_t off, bool direct);
   Status WriteTo(int fd, const void* buf, size_t n, uint64_t off);
   Status DataSync();
+  // Writes a page of zeros at log offset pos (a free page), buffered.
+  Status ZeroLogPage(const format::Superblock& sb, uint64_t pos);
 
   Env* env_;
   std::string path_;

@@ -250,26 +250,23 @@ TEST(Store, LargeGenerationsBypassThePageCacheAndRecover) {
 // Some file systems (FUSE and network ones among them) accept open(O_DIRECT)
 // and then fail the writes with EINVAL. The log must then go through the page
 // cache, from the first refused write on, without failing a generation.
-class RefuseDirectWritesEnv : public EnvWrapper {
+// An Env that knows which descriptors were opened with O_DIRECT.
+class DirectFdEnv : public EnvWrapper {
  public:
-  RefuseDirectWritesEnv() : EnvWrapper(Env::Default()) {}
+  DirectFdEnv() : EnvWrapper(Env::Default()) {}
   Result<int> Open(const std::string& path, int flags, mode_t mode) override {
     Result<int> fd = EnvWrapper::Open(path, flags, mode);
     if (fd.ok() && (flags & O_DIRECT) != 0) {
       std::lock_guard<std::mutex> l(mu_);
       direct_fds_.push_back(*fd);
+      ++direct_opens_;
     }
     return fd;
   }
-  Status PWrite(int fd, const void* buf, size_t n, uint64_t off) override {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      if (std::find(direct_fds_.begin(), direct_fds_.end(), fd) != direct_fds_.end()) {
-        ++refused_;
-        return InvalidArgument("pwrite: direct writes refused (test)");
-      }
-    }
-    return EnvWrapper::PWrite(fd, buf, n, off);
+  // Descriptors opened with O_DIRECT so far (0: the file system has none).
+  int direct_opens() {
+    std::lock_guard<std::mutex> l(mu_);
+    return direct_opens_;
   }
   Status Close(int fd) override {
     {
@@ -278,15 +275,32 @@ class RefuseDirectWritesEnv : public EnvWrapper {
     }
     return EnvWrapper::Close(fd);
   }
-  int refused() {
+
+ protected:
+  bool IsDirect(int fd) {
     std::lock_guard<std::mutex> l(mu_);
-    return refused_;
+    return std::find(direct_fds_.begin(), direct_fds_.end(), fd) != direct_fds_.end();
   }
 
  private:
   std::mutex mu_;
   std::vector<int> direct_fds_;
-  int refused_ = 0;
+  int direct_opens_ = 0;
+};
+
+class RefuseDirectWritesEnv : public DirectFdEnv {
+ public:
+  Status PWrite(int fd, const void* buf, size_t n, uint64_t off) override {
+    if (IsDirect(fd)) {
+      ++refused_;
+      return InvalidArgument("pwrite: direct writes refused (test)");
+    }
+    return EnvWrapper::PWrite(fd, buf, n, off);
+  }
+  int refused() { return refused_; }
+
+ private:
+  std::atomic<int> refused_{0};
 };
 
 TEST(Store, DirectWritesRefusedWithEinvalFallBackToThePageCache) {
@@ -471,6 +485,108 @@ TEST(Store, LeftoverAtTheOldHeadIsNotAdoptedAfterAWrap) {
   EXPECT_EQ(HomePage(path, *st, 200), std::make_pair(uint64_t{200}, uint64_t{3}));
 }
 
+// An attempt of an earlier process (complete on disk, numbered above what
+// was committed) may lie where a later process's head comes to rest. Each
+// append zeroes the page after itself, so that after a power cut the leftover
+// is not taken for a generation of the later process.
+TEST(Store, LeftoverOfAnEarlierProcessIsNeverAdopted) {
+  TempDir dir;
+  auto path = dir.File("s.amber");
+  uint64_t log_offset;
+  {
+    auto st = OpenStore(path);
+    ASSERT_TRUE(Append(*st, 1, {5}).ok());  // log pages [0, 3)
+    ASSERT_TRUE(st->Sync().ok());
+    log_offset = st->superblock().log_offset;
+  }
+  const std::vector<char> before = ReadSuperblocks(path);
+  {
+    // The earlier process: 2 at [3, 6), 3 at [6, 9); then its superblocks are
+    // lost and 2's header with them (say its write never reached the disk).
+    auto st = OpenStore(path);
+    ASSERT_TRUE(Append(*st, 2, {6}).ok());
+    ASSERT_TRUE(Append(*st, 3, {77}).ok());
+  }
+  WriteSuperblocks(path, before);
+  std::vector<char> zeros(kPageSize, 0);
+  {
+    auto fd = Env::Default()->Open(path, O_RDWR, 0);
+    ASSERT_TRUE(fd.ok());
+    ASSERT_TRUE(
+        Env::Default()->PWrite(*fd, zeros.data(), kPageSize, log_offset + 3 * kPageSize).ok());
+    Env::Default()->Close(*fd).IgnoreError();
+  }
+  {
+    // The later process commits its own 2 at [3, 6), and dies before writing
+    // anything at 6.
+    auto st = OpenStore(path);
+    ASSERT_EQ(st->superblock().committed_gen, 1u);
+    ASSERT_TRUE(Append(*st, 2, {6}).ok());
+    ASSERT_EQ(st->superblock().log_head, 6 * kPageSize);
+    ASSERT_TRUE(st->Sync().ok());
+  }
+  {
+    auto ro = OpenStore(path, SmallOptions(), Store::Mode::kReadOnly);
+    EXPECT_EQ(ro->superblock().committed_gen, 2u);
+    EXPECT_EQ(ro->adopted_at_open(), 0u);
+  }
+  auto st = OpenStore(path);
+  EXPECT_EQ(st->superblock().committed_gen, 2u);
+  ASSERT_TRUE(st->Recover(true).ok());
+  EXPECT_EQ(HomePage(path, *st, 6), std::make_pair(uint64_t{6}, uint64_t{2}));
+  EXPECT_EQ(HomePage(path, *st, 77), std::make_pair(uint64_t{0}, uint64_t{0}));
+}
+
+// Reads the device as it would be after a writeback that failed: whatever a
+// descriptor opened with O_DIRECT reads in [from, to) comes back as zeros,
+// while the page cache (plain descriptors) still has the written bytes.
+class LostWritebackEnv : public DirectFdEnv {
+ public:
+  LostWritebackEnv(uint64_t from, uint64_t to) : from_(from), to_(to) {}
+  Status PRead(int fd, void* buf, size_t n, uint64_t off) override {
+    AMBER_RETURN_IF_ERROR(EnvWrapper::PRead(fd, buf, n, off));
+    if (IsDirect(fd)) {
+      const uint64_t b = std::max(off, from_), e = std::min(off + n, to_);
+      if (b < e) std::memset(static_cast<char*>(buf) + (b - off), 0, e - b);
+    }
+    return Status::OK();
+  }
+
+ private:
+  uint64_t from_, to_;
+};
+
+// A read-write open publishes what it adopts, so it must judge the generation
+// by what the device holds: the page cache may hold a generation whose
+// writeback failed (Linux then marks the pages clean and reports the error
+// to one sync only), which a retried open would otherwise publish.
+TEST(Store, AdoptionReadsTheDeviceNotThePageCache) {
+  TempDir dir;
+  auto path = dir.File("s.amber");
+  uint64_t from, to;
+  std::vector<char> before;
+  {
+    auto st = OpenStore(path);
+    ASSERT_TRUE(Append(*st, 1, {5}).ok());
+    ASSERT_TRUE(st->Sync().ok());
+    before = ReadSuperblocks(path);
+    from = st->superblock().log_offset + st->superblock().log_head;
+    ASSERT_TRUE(Append(*st, 2, {5}).ok());
+    to = st->superblock().log_offset + st->superblock().log_head;
+  }
+  WriteSuperblocks(path, before);
+  {
+    auto ro = OpenStore(path, SmallOptions(), Store::Mode::kReadOnly);
+    ASSERT_EQ(ro->superblock().committed_gen, 2u) << "the page cache view adopts it";
+  }
+  LostWritebackEnv env(from + kPageSize, to);  // its images and commit record lost
+  auto opened = Store::Open(&env, path, SmallOptions(), Store::Mode::kReadWrite);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  if (env.direct_opens() == 0) GTEST_SKIP() << "no O_DIRECT on this file system";
+  EXPECT_EQ((*opened)->superblock().committed_gen, 1u);
+  EXPECT_EQ((*opened)->adopted_at_open(), 0u);
+}
+
 TEST(Store, GenerationLargerThanLogIsNoSpace) {
   TempDir dir;
   auto st = OpenStore(dir.File("s.amber"));
@@ -485,7 +601,8 @@ TEST(Store, GenerationLargerThanLogIsNoSpace) {
 
 // Past the head, only a complete generation counts: one without its commit
 // record, or with an image that does not match its checksum (a crash before
-// its sync completed), is ignored.
+// its sync completed), is ignored. A read-write open that ignores one zeroes
+// its first page, so that it can never be taken for a later generation.
 TEST(Store, TornGenerationPastTheHeadIsIgnored) {
   TempDir dir;
   auto path = dir.File("s.amber");
@@ -505,51 +622,61 @@ TEST(Store, TornGenerationPastTheHeadIsIgnored) {
   auto fd = Env::Default()->Open(path, O_RDWR, 0);
   ASSERT_TRUE(fd.ok());
   // Generation 2 is one descriptor page, one image, one commit page.
+  const uint64_t commit_at = log_offset + pos + 2 * kPageSize;
   std::vector<char> commit(kPageSize), zeros(kPageSize, 0);
-  ASSERT_TRUE(
-      Env::Default()->PRead(*fd, commit.data(), kPageSize, log_offset + pos + 2 * kPageSize).ok());
+  ASSERT_TRUE(Env::Default()->PRead(*fd, commit.data(), kPageSize, commit_at).ok());
+  auto read_only_committed = [&] {
+    auto st = OpenStore(path, SmallOptions(), Store::Mode::kReadOnly);
+    return st ? st->superblock().committed_gen : 0;
+  };
   {
     SCOPED_TRACE("an image byte flipped");
     ASSERT_TRUE(FlipByte(path, log_offset + pos + kPageSize + 100));
-    auto st = OpenStore(path);
-    EXPECT_EQ(st->superblock().committed_gen, 1u);
+    EXPECT_EQ(read_only_committed(), 1u);
     ASSERT_TRUE(FlipByte(path, log_offset + pos + kPageSize + 100));
   }
-  WriteSuperblocks(path, before);
   {
     SCOPED_TRACE("no commit record");
-    ASSERT_TRUE(Env::Default()
-                    ->PWrite(*fd, zeros.data(), kPageSize, log_offset + pos + 2 * kPageSize)
-                    .ok());
+    ASSERT_TRUE(Env::Default()->PWrite(*fd, zeros.data(), kPageSize, commit_at).ok());
+    EXPECT_EQ(read_only_committed(), 1u);
+  }
+  {
+    SCOPED_TRACE("complete again");
+    ASSERT_TRUE(Env::Default()->PWrite(*fd, commit.data(), kPageSize, commit_at).ok());
+    EXPECT_EQ(read_only_committed(), 2u);
+  }
+  EXPECT_EQ(ReadSuperblocks(path), before);
+  {
+    SCOPED_TRACE("torn, then opened for writing");
+    ASSERT_TRUE(Env::Default()->PWrite(*fd, zeros.data(), kPageSize, commit_at).ok());
     auto st = OpenStore(path);
     EXPECT_EQ(st->superblock().committed_gen, 1u);
     ASSERT_TRUE(st->Recover(true).ok());
     EXPECT_EQ(HomePage(path, *st, 5).second, 1u);
   }
   WriteSuperblocks(path, before);
-  {
-    SCOPED_TRACE("complete again");
-    ASSERT_TRUE(Env::Default()
-                    ->PWrite(*fd, commit.data(), kPageSize, log_offset + pos + 2 * kPageSize)
-                    .ok());
-    auto st = OpenStore(path);
-    EXPECT_EQ(st->superblock().committed_gen, 2u);
-  }
+  ASSERT_TRUE(Env::Default()->PWrite(*fd, commit.data(), kPageSize, commit_at).ok());
+  EXPECT_EQ(read_only_committed(), 1u) << "the ignored generation's header was not zeroed";
   Env::Default()->Close(*fd).IgnoreError();
 }
 
 // A version-1 store (whose generations count only once a synced superblock
-// names them) is read as it is, and upgraded when opened for writing: a
-// version-1 build must then refuse it rather than drop adopted generations.
+// names them) is read by its own rules, and upgraded when opened for writing:
+// a version-1 build must then refuse it rather than drop adopted generations.
 TEST(Store, VersionOneStoreIsReadAndUpgraded) {
   TempDir dir;
   auto path = dir.File("s.amber");
+  std::vector<char> raw;
   {
+    // Generation 2 lies complete past the head: a version-1 writer never
+    // reported it (it synced the superblock of everything it reported), so it
+    // must not count.
     auto st = OpenStore(path);
     ASSERT_TRUE(Append(*st, 1, {5}).ok());
     ASSERT_TRUE(st->Sync().ok());
+    raw = ReadSuperblocks(path);
+    ASSERT_TRUE(Append(*st, 2, {5}).ok());
   }
-  std::vector<char> raw = ReadSuperblocks(path);
   for (uint64_t slot = 0; slot < 2; ++slot) {
     format::Superblock sb;
     std::memcpy(&sb, &raw[slot * kPageSize], sizeof(sb));
@@ -572,6 +699,11 @@ TEST(Store, VersionOneStoreIsReadAndUpgraded) {
   EXPECT_EQ(st->superblock().committed_gen, 1u);
   ASSERT_TRUE(st->Recover(true).ok());
   EXPECT_EQ(HomePage(path, *st, 5).second, 1u);
+  st.reset();
+  // Version 2 from here on: the leftover must not count under its rules either
+  // (the upgrading open zeroed the page at the head).
+  auto again = OpenStore(path, SmallOptions(), Store::Mode::kReadOnly);
+  EXPECT_EQ(again->superblock().committed_gen, 1u);
 }
 
 TEST(Store, FlippedSuperblockByteIsCorruption) {
