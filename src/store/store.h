@@ -2,12 +2,13 @@
 // and its checksum table (layout in format.h and docs/format.md).
 //
 // How a generation becomes durable (AppendGeneration):
-//   descriptor + page images + commit record written at the log head (or at 0)
-//   → fdatasync: from here the generation counts → superblock naming it
-//   written to the other slot, not synced (the next sync, a generation's or a
-//   migration's, makes it durable). Open adopts complete generations that the
-//   durable superblock does not name yet (AdoptCompleteGenerations), so one
-//   device sync per generation suffices.
+//   descriptor + page images + commit record written at the log head (or at 0),
+//   and a page of zeros after them → fdatasync: from here the generation
+//   counts → superblock naming it written to the other slot, not synced (the
+//   next sync, a generation's or a migration's, makes it durable). Open adopts
+//   complete generations that the durable superblock does not name yet
+//   (AdoptCompleteGenerations), so one device sync per generation suffices;
+//   the zeroed pages keep leftovers of earlier processes from being adopted.
 // Migration copies committed generations to their home pages (newest image of
 // each page wins), writes their checksums into the table, syncs, and publishes a
 // superblock whose log tail has moved past them. Recovery is the same migration
