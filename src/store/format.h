@@ -54,7 +54,8 @@ struct Superblock {
   uint32_t page_size;
   uint32_t arch;
   uint32_t flags;          // bits 0-1: tracking method of the last writer
-                           // (0 unknown, 1 uffd-wp-async, 2 full); rest 0
+                           // (0 unknown, 1 uffd-wp-async, 2 full); bit 2:
+                           // kFlagUnnamedCount; rest 0
   uint64_t sequence;       // +1 on every superblock write
   uint64_t base_address;   // where the heap is mapped
   uint64_t capacity;       // heap bytes (multiple of kPageSize)
@@ -122,6 +123,10 @@ inline constexpr uint64_t HomeOffset(uint64_t capacity, uint64_t log_size) {
 }
 
 inline constexpr uint32_t kFlagTrackingMask = 3;
+// Bit 2: the writer did not sync its superblocks on their own (one sync per
+// generation), so complete generations past log_head count (docs/format.md).
+// Clear: every generation it reported is named by a synced superblock.
+inline constexpr uint32_t kFlagUnnamedCount = 4;
 inline const char* TrackingName(uint32_t flags) {
   switch (flags & kFlagTrackingMask) {
     case 1:

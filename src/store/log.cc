@@ -24,7 +24,8 @@ std::string At(uint64_t gen, uint64_t pos) {
 }  // namespace
 
 Status Store::ReadLog(void* buf, size_t n, uint64_t off, bool from_device) const {
-  if (from_device && direct_fd_ >= 0 && off % kPageSize == 0) {
+  if (from_device && direct_fd_ >= 0 && off % kPageSize == 0 &&
+      !direct_reads_refused_.load(std::memory_order_relaxed)) {
     PageBuffer aligned;
     if (!aligned.Assign(format::RoundUp(n, kPageSize)))
       return ResourceExhausted("no memory to read the log");
@@ -35,6 +36,7 @@ Status Store::ReadLog(void* buf, size_t n, uint64_t off, bool from_device) const
     }
     if (s.code() != Code::kInvalidArgument) return s;
     // O_DIRECT reads refused here: the page cache it is.
+    direct_reads_refused_.store(true, std::memory_order_relaxed);
   }
   return env_->PRead(fd_, buf, n, off);
 }
@@ -177,25 +179,32 @@ Result<uint64_t> Store::PlaceGeneration(const Superblock& sb, uint64_t bytes) co
 Status Store::AdoptCompleteGenerations(Superblock* sb, uint64_t* adopted) const {
   *adopted = 0;
   GenInfo info;
+  // Read-write: from the device, not the page cache (ReadLog), since what is
+  // adopted is then published.
+  const bool from_device = mode_ == Mode::kReadWrite;
   for (;;) {
-    // Where the writer would have put the next generation: at the head, or
-    // at 0 when it did not fit there (the writer then zeroed the page at the
-    // head, so that an older leftover there cannot be taken for it).
-    const uint64_t candidates[2] = {sb->log_head, 0};
-    bool found = false;
-    for (int i = 0; i < (sb->log_head == 0 ? 1 : 2) && !found; ++i) {
-      const uint64_t pos = candidates[i];
-      // Every image is checked: without a superblock naming it, nothing says
-      // the generation's sync completed, so any page of it may be missing.
-      // Read-write: from the device, not the page cache (ReadLog), since the
-      // generation is about to be published.
-      Status s = ReadGeneration(pos, sb->committed_gen + 1, /*verify_pages=*/true, &info,
-                                /*from_device=*/mode_ == Mode::kReadWrite);
-      if (s.code() == Code::kCorruption) continue;  // none there, or torn
-      AMBER_RETURN_IF_ERROR(s);
-      found = format::FreeInLog(*sb, pos, info.total_pages * kPageSize);
+    // Where the writer would have put the next generation: at the head, or at
+    // 0 when it did not fit there.
+    uint64_t pos = sb->log_head;
+    Status s =
+        ReadGeneration(pos, sb->committed_gen + 1, /*verify_pages=*/false, &info, from_device);
+    if (s.code() == Code::kCorruption && pos != 0) {
+      // Nothing at the head that the ring walk would take for the next
+      // generation (a writer that went to 0 zeroed the head in the same sync).
+      // Only then may one at 0 count: if the head holds one the walk would
+      // take, the walk would go through it, and a generation at 0 was never
+      // reported (the zeroing of the head was part of its sync).
+      pos = 0;
+      s = ReadGeneration(pos, sb->committed_gen + 1, /*verify_pages=*/false, &info, from_device);
     }
-    if (!found) return Status::OK();
+    if (s.code() == Code::kCorruption) return Status::OK();  // none, or torn
+    AMBER_RETURN_IF_ERROR(s);
+    // Every image is checked: without a superblock naming it, nothing says
+    // the generation's sync completed, so any page of it may be missing.
+    s = ReadGeneration(pos, sb->committed_gen + 1, /*verify_pages=*/true, &info, from_device);
+    if (s.code() == Code::kCorruption) return Status::OK();
+    AMBER_RETURN_IF_ERROR(s);
+    if (!format::FreeInLog(*sb, pos, info.total_pages * kPageSize)) return Status::OK();
     if (sb->log_head == sb->log_tail) sb->log_tail = info.log_pos;  // was empty
     sb->log_head = (info.log_pos + info.total_pages * kPageSize) % sb->log_size;
     sb->committed_gen = info.gen;
@@ -335,8 +344,9 @@ Status Store::AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
   // The generation is complete and durable: it counts (recovery adopts it
   // even if this superblock is lost), so the superblock is written without a
   // sync of its own; the next generation's or migration's sync carries it.
+  // (Not where adoption cannot read the device: see sync_publishes_.)
   // Only this generation's fields: a migration may have moved the tail since sb.
-  return PublishChange(/*sync=*/false, [&](Superblock* next) {
+  return PublishChange(/*sync=*/sync_publishes_, [&](Superblock* next) {
     next->committed_gen = gen;
     if (next->log_head == next->log_tail) next->log_tail = pos;  // was empty
     next->log_head = (pos + total * kPageSize) % next->log_size;

@@ -257,12 +257,21 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& path,
     AMBER_ASSIGN_OR_RETURN(store->direct_fd_, OpenDirect(env, path, O_RDWR));
   }
   AMBER_RETURN_IF_ERROR(store->LoadSuperblock().WithContext(path));
+  if (mode == Mode::kReadWrite) {
+    // One sync per generation relies on adoption reading the device (ReadLog);
+    // where O_DIRECT reads are refused, every superblock is synced instead,
+    // as in format version 1 (and flagged so: kFlagUnnamedCount clear).
+    std::vector<char> probe(kPageSize);
+    AMBER_RETURN_IF_ERROR(store->ReadLog(probe.data(), kPageSize, 0, /*from_device=*/true));
+    store->sync_publishes_ = store->direct_fd_ < 0 || store->direct_reads_refused_.load();
+  }
   format::Superblock sb = store->superblock();
   uint64_t adopted = 0;
-  // Version 1 synced every superblock it reported, so nothing past its head
-  // counts (and its writers never zeroed the head: a leftover there could be
-  // stale).
-  if (sb.format_version >= 2)
+  // Only where the last writer did not sync its superblocks: one that did
+  // (version 1, or a file system without O_DIRECT reads) named everything it
+  // reported, and what lies past its head may be stale (a version-1 writer
+  // never zeroed the head).
+  if (sb.format_version >= 2 && (sb.flags & format::kFlagUnnamedCount) != 0)
     AMBER_RETURN_IF_ERROR(store->AdoptCompleteGenerations(&sb, &adopted).WithContext(path));
   store->adopted_at_open_ = adopted;
   if (mode == Mode::kReadOnly) {
@@ -274,24 +283,26 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& path,
   // head, and 0 where it is free): what an earlier process left there (an
   // attempt whose sync failed, numbered above what it committed, or a version-1
   // writer's leftover) must never be taken for one of this process's
-  // generations. Each append keeps this true for its new head. Durable with
-  // the next sync (below, or the first generation's); until then a crash
-  // leaves the state this open found, and the next open zeroes them again.
+  // generations. Each append keeps this true for its new head.
   AMBER_RETURN_IF_ERROR(store->ZeroLogPage(sb, sb.log_head).WithContext(path));
   if (sb.log_head != 0 && (sb.log_head == sb.log_tail || format::FreeInLog(sb, 0, kPageSize)))
     AMBER_RETURN_IF_ERROR(store->ZeroLogPage(sb, 0).WithContext(path));
-  if (adopted > 0 || sb.format_version < format::kFormatVersion) {
-    // The adopted generations were read from the device, but may still be in
-    // its volatile cache: sync before a superblock names them.
-    if (adopted > 0) AMBER_RETURN_IF_ERROR(store->DataSync().WithContext(path));
-    auto adopt = [&](format::Superblock* next) {
-      const uint64_t seq = next->sequence;
-      *next = sb;
-      next->sequence = seq;
-      next->format_version = format::kFormatVersion;
-    };
-    AMBER_RETURN_IF_ERROR(store->PublishChange(/*sync=*/true, adopt).WithContext(path));
-  }
+  // The adopted generations were read from the device, but may still be in
+  // its volatile cache: sync before a superblock names them.
+  if (adopted > 0) AMBER_RETURN_IF_ERROR(store->DataSync().WithContext(path));
+  // Publish, synced, what this open builds on, even when nothing changed: the
+  // superblock was read through the page cache, where an earlier process may
+  // have left one that never reached the disk (killed before its sync, or its
+  // writeback failed), and this process must not reuse log space that only
+  // that superblock frees. Also makes the zeroed pages durable, and upgrades a
+  // version-1 store (a version-1 build must then refuse it).
+  auto publish = [&](format::Superblock* next) {
+    const uint64_t seq = next->sequence;
+    *next = sb;
+    next->sequence = seq;
+    next->format_version = format::kFormatVersion;
+  };
+  AMBER_RETURN_IF_ERROR(store->PublishChange(/*sync=*/true, publish).WithContext(path));
   return store;
 }
 
@@ -338,6 +349,8 @@ Status Store::LoadSuperblock() {
 Status Store::WriteSuperblock(Superblock next, bool sync) {
   const uint32_t tag = tracking_flag_.load();
   if (tag != 0) next.flags = (next.flags & ~format::kFlagTrackingMask) | tag;
+  next.flags =
+      (next.flags & ~format::kFlagUnnamedCount) | (sync_publishes_ ? 0 : format::kFlagUnnamedCount);
   format::SealSuperblock(&next);
   std::vector<char> page(kPageSize, 0);
   std::memcpy(page.data(), &next, sizeof(next));

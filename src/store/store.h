@@ -255,7 +255,12 @@ class Store {
   bool pending_publish_ = false;
   format::Superblock pending_{};
   uint64_t adopted_at_open_ = 0;
-  bool unsynced_publish_ = false;  // a superblock written since the last sync (publish_mu_)
+  bool unsynced_publish_ = false;
+  // Read-write on a file system without O_DIRECT reads: every superblock is
+  // synced, with kFlagUnnamedCount clear (set by Open).
+  bool sync_publishes_ = false;
+  mutable std::atomic<bool> direct_reads_refused_{
+      false};  // ReadLog got EINVAL  // a superblock written since the last sync (publish_mu_)
 };
 
 // Resolves the effective creation parameters (defaults, rounding) and checks them.

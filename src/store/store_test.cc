@@ -288,6 +288,16 @@ class DirectFdEnv : public EnvWrapper {
   int direct_opens_ = 0;
 };
 
+// A file system without O_DIRECT: opening with it fails with EINVAL.
+class NoDirectEnv : public EnvWrapper {
+ public:
+  NoDirectEnv() : EnvWrapper(Env::Default()) {}
+  Result<int> Open(const std::string& path, int flags, mode_t mode) override {
+    if ((flags & O_DIRECT) != 0) return InvalidArgument("open: no O_DIRECT here (test)");
+    return EnvWrapper::Open(path, flags, mode);
+  }
+};
+
 class RefuseDirectWritesEnv : public DirectFdEnv {
  public:
   Status PWrite(int fd, const void* buf, size_t n, uint64_t off) override {
@@ -585,6 +595,101 @@ TEST(Store, AdoptionReadsTheDeviceNotThePageCache) {
   if (env.direct_opens() == 0) GTEST_SKIP() << "no O_DIRECT on this file system";
   EXPECT_EQ((*opened)->superblock().committed_gen, 1u);
   EXPECT_EQ((*opened)->adopted_at_open(), 0u);
+}
+
+// Adoption and the ring walk must agree. A generation at the head that the
+// walk would take (sound descriptor and commit record, next number) but whose
+// images are not all there ends the search: one at 0 is then never adopted,
+// because a writer that went to 0 zeroed the head in the same sync, so it was
+// never reported; adopting it would make the walk go through the head.
+TEST(Store, GenerationAtZeroIsNotAdoptedPastATornOneAtTheHead) {
+  TempDir dir;
+  auto path = dir.File("s.amber");
+  uint64_t log_offset, head3;
+  std::vector<char> s3, g4(3 * kPageSize);
+  {
+    auto st = OpenStore(path);
+    ASSERT_TRUE(Append(*st, 1, {5, 6, 7}).ok());  // [0, 5)
+    ASSERT_TRUE(Append(*st, 2, {8}).ok());        // [5, 8)
+    ASSERT_TRUE(Append(*st, 3, {9}).ok());        // [8, 11)
+    ASSERT_TRUE(st->Sync().ok());
+    log_offset = st->superblock().log_offset;
+    head3 = st->superblock().log_head;
+    ASSERT_EQ(head3, 11 * kPageSize);
+    s3 = ReadSuperblocks(path);
+    ASSERT_TRUE(Append(*st, 4, {10}).ok());  // [11, 14)
+  }
+  auto fd = Env::Default()->Open(path, O_RDWR, 0);
+  ASSERT_TRUE(fd.ok());
+  ASSERT_TRUE(Env::Default()->PRead(*fd, g4.data(), g4.size(), log_offset + head3).ok());
+  // Generation 4 complete at 0 (as if written there), torn at the head.
+  ASSERT_TRUE(Env::Default()->PWrite(*fd, g4.data(), g4.size(), log_offset).ok());
+  Env::Default()->Close(*fd).IgnoreError();
+  ASSERT_TRUE(FlipByte(path, log_offset + head3 + kPageSize + 7));
+  // The superblock of generation 3, with 1 migrated: the log is [5, 11), and
+  // [0, 5) is free, so generation 4 would fit at 0.
+  for (uint64_t slot = 0; slot < 2; ++slot) {
+    format::Superblock sb;
+    std::memcpy(&sb, &s3[slot * kPageSize], sizeof(sb));
+    if (sb.sequence == 0) continue;
+    sb.log_tail = 5 * kPageSize;
+    format::SealSuperblock(&sb);
+    std::memcpy(&s3[slot * kPageSize], &sb, sizeof(sb));
+  }
+  WriteSuperblocks(path, s3);
+  for (auto mode : {Store::Mode::kReadOnly, Store::Mode::kReadWrite}) {
+    auto st = OpenStore(path, SmallOptions(), mode);
+    ASSERT_TRUE(st);
+    EXPECT_EQ(st->superblock().committed_gen, 3u);
+    Status walk = st->ForEachGeneration(true, [](const GenInfo&) { return Status::OK(); });
+    EXPECT_TRUE(walk.ok()) << walk.ToString();
+  }
+}
+
+// A read-write open makes the superblock it starts from durable: it may have
+// read one that an earlier process wrote but never synced (here: the
+// superblock naming generation 1, which a generation's append does not sync).
+TEST(Store, ReadWriteOpenPublishesTheSuperblockItLoaded) {
+  TempDir dir;
+  auto path = dir.File("s.amber");
+  FaultInjectionEnv env(Env::Default());
+  {
+    auto st = Store::Open(&env, path, SmallOptions(), Store::Mode::kReadWrite);
+    ASSERT_TRUE(st.ok()) << st.status().ToString();
+    ASSERT_TRUE(Append(**st, 1, {5}).ok());
+  }  // "killed": no Sync
+  {
+    auto st = Store::Open(&env, path, SmallOptions(), Store::Mode::kReadWrite);
+    ASSERT_TRUE(st.ok()) << st.status().ToString();
+    EXPECT_EQ((*st)->adopted_at_open(), 0u) << "the page cache has the superblock";
+  }
+  ASSERT_TRUE(env.SimulateCrash(CrashPlan::DropAll()).ok());
+  auto st = OpenStore(path, SmallOptions(), Store::Mode::kReadOnly);
+  EXPECT_EQ(st->superblock().committed_gen, 1u);
+  EXPECT_EQ(st->adopted_at_open(), 0u) << "the reopen's superblock was not made durable";
+}
+
+// Without O_DIRECT (reads of the device), adoption could not tell the page
+// cache from the disk: every superblock is synced, as in version 1, and flagged
+// so that nothing past the head counts.
+TEST(Store, WithoutODirectEverySuperblockIsSynced) {
+  TempDir dir;
+  auto path = dir.File("s.amber");
+  NoDirectEnv env;
+  std::vector<char> before;
+  {
+    auto st = Store::Open(&env, path, SmallOptions(), Store::Mode::kReadWrite);
+    ASSERT_TRUE(st.ok()) << st.status().ToString();
+    ASSERT_TRUE(Append(**st, 1, {5}).ok());
+    before = ReadSuperblocks(path);
+    const uint64_t syncs = (*st)->syncs();
+    ASSERT_TRUE(Append(**st, 2, {5}).ok());
+    EXPECT_EQ((*st)->syncs(), syncs + 2);
+    EXPECT_EQ((*st)->superblock().flags & format::kFlagUnnamedCount, 0u);
+  }
+  WriteSuperblocks(path, before);  // generation 2 past the head: never reported
+  auto st = OpenStore(path, SmallOptions(), Store::Mode::kReadOnly);
+  EXPECT_EQ(st->superblock().committed_gen, 1u);
 }
 
 TEST(Store, GenerationLargerThanLogIsNoSpace) {
