@@ -34,7 +34,7 @@ Status Store::ReadLog(void* buf, size_t n, uint64_t off, bool from_device) const
       std::memcpy(buf, aligned.data, n);
       return s;
     }
-    if (s.code() != Code::kInvalidArgument) return s;
+    if (s.code() != Code::kInvalidArgument && s.code() != Code::kNotSupported) return s;
     // O_DIRECT reads refused here: the page cache it is.
     direct_reads_refused_.store(true, std::memory_order_relaxed);
   }

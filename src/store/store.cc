@@ -279,23 +279,17 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& path,
     store->sb_ = sb;
     return store;
   }
-  // Zero the pages where a later open would look for unnamed generations (the
-  // head, and 0 where it is free): what an earlier process left there (an
-  // attempt whose sync failed, numbered above what it committed, or a version-1
-  // writer's leftover) must never be taken for one of this process's
-  // generations. Each append keeps this true for its new head.
-  AMBER_RETURN_IF_ERROR(store->ZeroLogPage(sb, sb.log_head).WithContext(path));
-  if (sb.log_head != 0 && (sb.log_head == sb.log_tail || format::FreeInLog(sb, 0, kPageSize)))
-    AMBER_RETURN_IF_ERROR(store->ZeroLogPage(sb, 0).WithContext(path));
   // The adopted generations were read from the device, but may still be in
   // its volatile cache: sync before a superblock names them.
   if (adopted > 0) AMBER_RETURN_IF_ERROR(store->DataSync().WithContext(path));
-  // Publish, synced, what this open builds on, even when nothing changed: the
-  // superblock was read through the page cache, where an earlier process may
-  // have left one that never reached the disk (killed before its sync, or its
-  // writeback failed), and this process must not reuse log space that only
-  // that superblock frees. Also makes the zeroed pages durable, and upgrades a
-  // version-1 store (a version-1 build must then refuse it).
+  // 1. Publish, synced, what this open builds on, even when nothing changed:
+  // the superblock was read through the page cache, where an earlier process
+  // may have left one that never reached the disk (killed before its sync, or
+  // its writeback failed), and this process must not write into log space
+  // that only that superblock frees before it is durable. Without
+  // kFlagUnnamedCount yet (unnamed_count_ is false): nothing past its head may
+  // count until step 2 is durable. Also upgrades a version-1 store (a
+  // version-1 build must then refuse it).
   auto publish = [&](format::Superblock* next) {
     const uint64_t seq = next->sequence;
     *next = sb;
@@ -303,6 +297,25 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& path,
     next->format_version = format::kFormatVersion;
   };
   AMBER_RETURN_IF_ERROR(store->PublishChange(/*sync=*/true, publish).WithContext(path));
+  // 2. Zero the pages where a later open would look for unnamed generations
+  // (the head, and 0 where it is free), and sync: what an earlier process left
+  // there (an attempt whose sync failed, numbered above what it committed, or
+  // a version-1 writer's leftover) must never be taken for one of this
+  // process's generations. Each append keeps this true for its new head.
+  AMBER_RETURN_IF_ERROR(store->ZeroLogPage(sb, sb.log_head).WithContext(path));
+  if (sb.log_head != 0 && (sb.log_head == sb.log_tail || format::FreeInLog(sb, 0, kPageSize)))
+    AMBER_RETURN_IF_ERROR(store->ZeroLogPage(sb, 0).WithContext(path));
+  AMBER_RETURN_IF_ERROR(store->DataSync().WithContext(path));
+  // 3. From here complete generations past the head count (one sync per
+  // generation), unless every superblock is synced. This superblock reaches
+  // the disk with the first generation's sync, before that one is reported.
+  if (!store->sync_publishes_) {
+    std::lock_guard<std::mutex> p(store->publish_mu_);
+    store->unnamed_count_ = true;
+  }
+  AMBER_RETURN_IF_ERROR(
+      store->PublishChange(/*sync=*/store->sync_publishes_, [](format::Superblock*) {})
+          .WithContext(path));
   return store;
 }
 
@@ -350,7 +363,7 @@ Status Store::WriteSuperblock(Superblock next, bool sync) {
   const uint32_t tag = tracking_flag_.load();
   if (tag != 0) next.flags = (next.flags & ~format::kFlagTrackingMask) | tag;
   next.flags =
-      (next.flags & ~format::kFlagUnnamedCount) | (sync_publishes_ ? 0 : format::kFlagUnnamedCount);
+      (next.flags & ~format::kFlagUnnamedCount) | (unnamed_count_ ? format::kFlagUnnamedCount : 0);
   format::SealSuperblock(&next);
   std::vector<char> page(kPageSize, 0);
   std::memcpy(page.data(), &next, sizeof(next));

@@ -255,12 +255,16 @@ class Store {
   bool pending_publish_ = false;
   format::Superblock pending_{};
   uint64_t adopted_at_open_ = 0;
+  // A superblock was written since the last sync (guarded by publish_mu_).
   bool unsynced_publish_ = false;
   // Read-write on a file system without O_DIRECT reads: every superblock is
   // synced, with kFlagUnnamedCount clear (set by Open).
   bool sync_publishes_ = false;
-  mutable std::atomic<bool> direct_reads_refused_{
-      false};  // ReadLog got EINVAL  // a superblock written since the last sync (publish_mu_)
+  // Superblocks carry kFlagUnnamedCount: set by Open once the candidate
+  // positions are zeroed and synced, unless sync_publishes_ (publish_mu_).
+  bool unnamed_count_ = false;
+  // ReadLog's O_DIRECT reads were refused (EINVAL or not supported).
+  mutable std::atomic<bool> direct_reads_refused_{false};
 };
 
 // Resolves the effective creation parameters (defaults, rounding) and checks them.
