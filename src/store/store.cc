@@ -307,15 +307,19 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& path,
     AMBER_RETURN_IF_ERROR(store->ZeroLogPage(sb, 0).WithContext(path));
   AMBER_RETURN_IF_ERROR(store->DataSync().WithContext(path));
   // 3. From here complete generations past the head count (one sync per
-  // generation), unless every superblock is synced. This superblock reaches
-  // the disk with the first generation's sync, before that one is reported.
+  // generation), unless every superblock is synced. Synced too: left to the
+  // first generation's sync, a writeback error there (reported to that sync
+  // only, the page then clean but not on disk) would lose this superblock
+  // for good, and a power cut before the next sync would leave the unflagged
+  // one of step 1 naming none of what was reported since.
   if (!store->sync_publishes_) {
-    std::lock_guard<std::mutex> p(store->publish_mu_);
-    store->unnamed_count_ = true;
+    {
+      std::lock_guard<std::mutex> p(store->publish_mu_);
+      store->unnamed_count_ = true;
+    }
+    AMBER_RETURN_IF_ERROR(
+        store->PublishChange(/*sync=*/true, [](format::Superblock*) {}).WithContext(path));
   }
-  AMBER_RETURN_IF_ERROR(
-      store->PublishChange(/*sync=*/store->sync_publishes_, [](format::Superblock*) {})
-          .WithContext(path));
   return store;
 }
 
