@@ -223,7 +223,7 @@ Status Heap::Close() {
   if (im.options.checkpoint_on_close) s = im.checkpointer->Checkpoint();
   im.checkpointer->Stop();
   // The last generation is durable; its superblock is not yet (see store.h).
-  // Syncing it spares the next open the search for unnamed generations.
+  // Synced, so that a closed store's superblock names all of it.
   Status synced = im.store->Sync();
   if (s.ok()) s = synced;
   Unregister(this);

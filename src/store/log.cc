@@ -107,19 +107,21 @@ Status Store::ReadGeneration(uint64_t pos, uint64_t min_gen, bool verify_pages, 
   std::sort(seen.begin(), seen.end());
   if (std::adjacent_find(seen.begin(), seen.end()) != seen.end())
     return Corruption(At(h.gen, pos) + ": a page appears twice");
-  if (verify_pages) {
-    constexpr uint64_t kBatch = 256;
-    std::vector<char> data(std::min(kBatch, h.page_count) * kPageSize);
-    for (uint64_t i = 0; i < h.page_count; i += kBatch) {
-      uint64_t n = std::min(kBatch, h.page_count - i);
-      AMBER_RETURN_IF_ERROR(ReadLog(data.data(), n * kPageSize,
-                                    sb.log_offset + pos + (h.descriptor_pages + i) * kPageSize,
-                                    from_device));
-      for (uint64_t j = 0; j < n; ++j) {
-        if (crc32c::Value(data.data() + j * kPageSize, kPageSize) != info->entries[i + j].crc)
-          return Corruption(At(h.gen, pos) + ": image of heap page " +
-                            std::to_string(info->entries[i + j].page) + " checksum mismatch");
-      }
+  return verify_pages ? CheckImages(*info, from_device) : Status::OK();
+}
+
+Status Store::CheckImages(const GenInfo& info, bool from_device) const {
+  constexpr uint64_t kBatch = 256;
+  const uint64_t first =
+      superblock().log_offset + info.log_pos + format::DescriptorPages(info.page_count) * kPageSize;
+  std::vector<char> data(std::min(kBatch, info.page_count) * kPageSize);
+  for (uint64_t i = 0; i < info.page_count; i += kBatch) {
+    const uint64_t n = std::min(kBatch, info.page_count - i);
+    AMBER_RETURN_IF_ERROR(ReadLog(data.data(), n * kPageSize, first + i * kPageSize, from_device));
+    for (uint64_t j = 0; j < n; ++j) {
+      if (crc32c::Value(data.data() + j * kPageSize, kPageSize) != info.entries[i + j].crc)
+        return Corruption(At(info.gen, info.log_pos) + ": image of heap page " +
+                          std::to_string(info.entries[i + j].page) + " checksum mismatch");
     }
   }
   return Status::OK();
@@ -201,7 +203,7 @@ Status Store::AdoptCompleteGenerations(Superblock* sb, uint64_t* adopted) const 
     AMBER_RETURN_IF_ERROR(s);
     // Every image is checked: without a superblock naming it, nothing says
     // the generation's sync completed, so any page of it may be missing.
-    s = ReadGeneration(pos, sb->committed_gen + 1, /*verify_pages=*/true, &info, from_device);
+    s = CheckImages(info, from_device);
     if (s.code() == Code::kCorruption) return Status::OK();
     AMBER_RETURN_IF_ERROR(s);
     if (!format::FreeInLog(*sb, pos, info.total_pages * kPageSize)) return Status::OK();
@@ -255,8 +257,7 @@ Status Store::AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
     // head, which would be taken for this one. The page at the head is free
     // (the head never lands on the tail), and this write is synced with the
     // generation.
-    if (!scratch_.Assign(kPageSize)) return ResourceExhausted("no memory for a wrap marker");
-    AMBER_RETURN_IF_ERROR(WriteLog(scratch_.data, kPageSize, sb.log_offset + sb.log_head, false));
+    AMBER_RETURN_IF_ERROR(ZeroLogPage(sb, sb.log_head));
   }
 
   // Descriptor: header + entries, checksummed together.
@@ -335,10 +336,7 @@ Status Store::AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
   std::memcpy(scratch_.data, &c, sizeof(c));
   AMBER_RETURN_IF_ERROR(
       WriteLog(scratch_.data, scratch_.size, base + (dpages + n) * kPageSize, direct));
-  if (!zero_after) {
-    if (!scratch_.Assign(kPageSize)) return ResourceExhausted("no memory for a zero page");
-    AMBER_RETURN_IF_ERROR(WriteLog(scratch_.data, kPageSize, sb.log_offset, false));
-  }
+  if (!zero_after) AMBER_RETURN_IF_ERROR(ZeroLogPage(sb, 0));
   AMBER_RETURN_IF_ERROR(DataSync());
 
   // The generation is complete and durable: it counts (recovery adopts it

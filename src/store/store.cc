@@ -84,7 +84,7 @@ Status Store::WriteLog(const void* buf, size_t n, uint64_t off, bool direct) {
   // EINVAL from an aligned direct write: the file system opened the file with
   // O_DIRECT but does not do direct writes to it (or not with this alignment).
   // The page cache from now on; rewriting the whole range is harmless (nothing
-  // counts until the superblock naming it is published).
+  // of a generation counts before its sync).
   direct_refused_.store(true, std::memory_order_relaxed);
   return WriteTo(fd_, buf, n, off);
 }
@@ -112,8 +112,8 @@ Status Store::WriteTo(int fd, const void* buf, size_t n, uint64_t off) {
 }
 
 Status Store::ZeroLogPage(const Superblock& sb, uint64_t pos) {
-  std::vector<char> zeros(kPageSize, 0);
-  return Write(zeros.data(), kPageSize, sb.log_offset + pos);
+  static const char kZeros[kPageSize] = {};
+  return Write(kZeros, kPageSize, sb.log_offset + pos);
 }
 
 Status Store::DataSync() {
@@ -279,9 +279,14 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& path,
     store->sb_ = sb;
     return store;
   }
+  AMBER_RETURN_IF_ERROR(store->BeginWriting(sb, adopted).WithContext(path));
+  return store;
+}
+
+Status Store::BeginWriting(const Superblock& sb, uint64_t adopted) {
   // The adopted generations were read from the device, but may still be in
   // its volatile cache: sync before a superblock names them.
-  if (adopted > 0) AMBER_RETURN_IF_ERROR(store->DataSync().WithContext(path));
+  if (adopted > 0) AMBER_RETURN_IF_ERROR(DataSync());
   // 1. Publish, synced, what this open builds on, even when nothing changed:
   // the superblock was read through the page cache, where an earlier process
   // may have left one that never reached the disk (killed before its sync, or
@@ -296,31 +301,30 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& path,
     next->sequence = seq;
     next->format_version = format::kFormatVersion;
   };
-  AMBER_RETURN_IF_ERROR(store->PublishChange(/*sync=*/true, publish).WithContext(path));
+  AMBER_RETURN_IF_ERROR(PublishChange(/*sync=*/true, publish));
   // 2. Zero the pages where a later open would look for unnamed generations
   // (the head, and 0 where it is free), and sync: what an earlier process left
   // there (an attempt whose sync failed, numbered above what it committed, or
   // a version-1 writer's leftover) must never be taken for one of this
   // process's generations. Each append keeps this true for its new head.
-  AMBER_RETURN_IF_ERROR(store->ZeroLogPage(sb, sb.log_head).WithContext(path));
+  AMBER_RETURN_IF_ERROR(ZeroLogPage(sb, sb.log_head));
   if (sb.log_head != 0 && (sb.log_head == sb.log_tail || format::FreeInLog(sb, 0, kPageSize)))
-    AMBER_RETURN_IF_ERROR(store->ZeroLogPage(sb, 0).WithContext(path));
-  AMBER_RETURN_IF_ERROR(store->DataSync().WithContext(path));
+    AMBER_RETURN_IF_ERROR(ZeroLogPage(sb, 0));
+  AMBER_RETURN_IF_ERROR(DataSync());
   // 3. From here complete generations past the head count (one sync per
   // generation), unless every superblock is synced. Synced too: left to the
   // first generation's sync, a writeback error there (reported to that sync
   // only, the page then clean but not on disk) would lose this superblock
   // for good, and a power cut before the next sync would leave the unflagged
   // one of step 1 naming none of what was reported since.
-  if (!store->sync_publishes_) {
+  if (!sync_publishes_) {
     {
-      std::lock_guard<std::mutex> p(store->publish_mu_);
-      store->unnamed_count_ = true;
+      std::lock_guard<std::mutex> p(publish_mu_);
+      unnamed_count_ = true;
     }
-    AMBER_RETURN_IF_ERROR(
-        store->PublishChange(/*sync=*/true, [](format::Superblock*) {}).WithContext(path));
+    AMBER_RETURN_IF_ERROR(PublishChange(/*sync=*/true, [](format::Superblock*) {}));
   }
-  return store;
+  return Status::OK();
 }
 
 Status Store::LoadSuperblock() {

@@ -176,6 +176,11 @@ class Store {
   Store(Env* env, std::string path, int fd, Mode mode);
   static Status Create(Env* env, const std::string& path, const Options& options);
   Status LoadSuperblock();
+  // The read-write part of Open, once `sb` (the loaded superblock with
+  // `adopted` generations adopted) is known: publishes it, zeroes the pages
+  // where a later open looks for unnamed generations, and from then on lets
+  // unnamed ones count (docs/format.md gives the order and why).
+  Status BeginWriting(const format::Superblock& sb, uint64_t adopted);
   // Publishes the current superblock changed by `change` (sequence + 1): writes
   // it to its slot and, if `sync`, syncs. Serialised, so an append and a
   // migration never publish over each other's fields. A superblock whose write
@@ -198,6 +203,9 @@ class Store {
   // read around the page cache (see ReadLog).
   Status ReadGeneration(uint64_t pos, uint64_t min_gen, bool verify_pages, GenInfo* info,
                         bool from_device = false) const;
+  // Reads the generation's page images and checks each against its entry's
+  // checksum; kCorruption naming the first bad one.
+  Status CheckImages(const GenInfo& info, bool from_device) const;
   // Reads n bytes of the file at off (page aligned). from_device: through
   // direct_fd_ when there is one, so the bytes come from the device, not from
   // the page cache (which after a failed writeback may hold contents the disk

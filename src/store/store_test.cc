@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -391,6 +392,18 @@ std::vector<char> ReadSuperblocks(const std::string& path) {
   ::close(fd);
   return b;
 }
+// Applies `edit` to each written superblock slot in `raw` (as ReadSuperblocks
+// returns them) and seals it again.
+void EditSuperblocks(std::vector<char>* raw, const std::function<void(format::Superblock*)>& edit) {
+  for (uint64_t slot = 0; slot < format::kSuperblockSlots; ++slot) {
+    format::Superblock sb;
+    std::memcpy(&sb, raw->data() + slot * kPageSize, sizeof(sb));
+    if (sb.sequence == 0) continue;
+    edit(&sb);
+    format::SealSuperblock(&sb);
+    std::memcpy(raw->data() + slot * kPageSize, &sb, sizeof(sb));
+  }
+}
 void WriteSuperblocks(const std::string& path, const std::vector<char>& b) {
   int fd = ::open(path.c_str(), O_RDWR);
   ASSERT_GE(fd, 0);
@@ -628,14 +641,7 @@ TEST(Store, GenerationAtZeroIsNotAdoptedPastATornOneAtTheHead) {
   ASSERT_TRUE(FlipByte(path, log_offset + head3 + kPageSize + 7));
   // The superblock of generation 3, with 1 migrated: the log is [5, 11), and
   // [0, 5) is free, so generation 4 would fit at 0.
-  for (uint64_t slot = 0; slot < 2; ++slot) {
-    format::Superblock sb;
-    std::memcpy(&sb, &s3[slot * kPageSize], sizeof(sb));
-    if (sb.sequence == 0) continue;
-    sb.log_tail = 5 * kPageSize;
-    format::SealSuperblock(&sb);
-    std::memcpy(&s3[slot * kPageSize], &sb, sizeof(sb));
-  }
+  EditSuperblocks(&s3, [](format::Superblock* sb) { sb->log_tail = 5 * kPageSize; });
   WriteSuperblocks(path, s3);
   for (auto mode : {Store::Mode::kReadOnly, Store::Mode::kReadWrite}) {
     auto st = OpenStore(path, SmallOptions(), mode);
@@ -724,16 +730,10 @@ TEST(Store, PowerCutDuringAReadWriteOpen) {
       ASSERT_TRUE(Append(*st, 2, {5}).ok());
     }
     uint32_t flags = 0;
-    for (uint64_t slot = 0; slot < 2; ++slot) {
-      format::Superblock sb;
-      std::memcpy(&sb, &named[slot * kPageSize], sizeof(sb));
-      if (sb.sequence == 0) continue;
-      flags |= sb.flags;
-      if (!version1) continue;
-      sb.format_version = 1;
-      format::SealSuperblock(&sb);
-      std::memcpy(&named[slot * kPageSize], &sb, sizeof(sb));
-    }
+    EditSuperblocks(&named, [&](format::Superblock* sb) {
+      flags |= sb->flags;
+      if (version1) sb->format_version = 1;
+    });
     WriteSuperblocks(path, named);
     // Generation 2 counts only if its writer flagged that unnamed ones do.
     const uint64_t want =
@@ -869,14 +869,7 @@ TEST(Store, VersionOneStoreIsReadAndUpgraded) {
     raw = ReadSuperblocks(path);
     ASSERT_TRUE(Append(*st, 2, {5}).ok());
   }
-  for (uint64_t slot = 0; slot < 2; ++slot) {
-    format::Superblock sb;
-    std::memcpy(&sb, &raw[slot * kPageSize], sizeof(sb));
-    if (sb.sequence == 0) continue;
-    sb.format_version = 1;
-    format::SealSuperblock(&sb);
-    std::memcpy(&raw[slot * kPageSize], &sb, sizeof(sb));
-  }
+  EditSuperblocks(&raw, [](format::Superblock* sb) { sb->format_version = 1; });
   WriteSuperblocks(path, raw);
   {
     auto ro = OpenStore(path, SmallOptions(), Store::Mode::kReadOnly);
