@@ -113,6 +113,13 @@ Status ResolveFates(const CrashPlan& plan, const std::vector<PendingWrite>& pend
   return Status::OK();
 }
 
+// Clears the bytes of `mask` (which covers file bytes [mask_off, mask_off +
+// mask.size())) that lie in [b, e).
+void ClearOverlap(std::string* mask, uint64_t mask_off, uint64_t b, uint64_t e) {
+  const uint64_t lo = std::max(b, mask_off), hi = std::min(e, mask_off + mask->size());
+  for (uint64_t i = lo; i < hi; ++i) (*mask)[static_cast<size_t>(i - mask_off)] = 0;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -268,6 +275,17 @@ void FaultInjectionEnv::AfterSyncLocked() {
   }
 }
 
+void FaultInjectionEnv::LoseWritesLocked(const std::string& path, uint64_t last_seq) {
+  if (!lose_on_sync_failure_ || path.empty()) return;
+  for (PendingWrite& w : pending_) {
+    if (w.seq > last_seq || w.path != path || w.kind != PendingWrite::kWrite || w.lost ||
+        w.ExtendsFile())
+      continue;
+    w.lost = true;
+    w.revert_mask.assign(w.old_data.size(), 1);
+  }
+}
+
 void FaultInjectionEnv::AfterWriteLocked() {
   if (writes_until_crash_ > 0 && --writes_until_crash_ == 0) {
     writes_until_crash_ = -1;
@@ -288,6 +306,7 @@ Result<int> FaultInjectionEnv::Open(const std::string& path, int flags, mode_t m
   if (fd.ok()) {
     std::lock_guard<std::mutex> lock(mu_);
     fd_paths_[*fd] = path;
+    direct_fds_[*fd] = (flags & O_DIRECT) != 0;
   }
   return fd;
 }
@@ -298,6 +317,7 @@ Status FaultInjectionEnv::Close(int fd) {
     // number back cannot have its mapping erased.
     std::lock_guard<std::mutex> lock(mu_);
     fd_paths_.erase(fd);
+    direct_fds_.erase(fd);
   }
   return target()->Close(fd);
 }
@@ -308,7 +328,32 @@ Status FaultInjectionEnv::PRead(int fd, void* buf, size_t n, uint64_t off) {
     Status s;
     if (Enter(kPRead, false, "fd " + std::to_string(fd), &s) == Gate::kFail) return s;
   }
-  return target()->PRead(fd, buf, n, off);
+  AMBER_RETURN_IF_ERROR(target()->PRead(fd, buf, n, off));
+  // A direct read sees the disk (a pending write is flushed before it, a lost one
+  // never reaches it): each byte holds the value of its newest write that is not
+  // lost, found by undoing the lost writes above it, newest first.
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto d = direct_fds_.find(fd); d == direct_fds_.end() || !d->second) return Status::OK();
+  const std::string path = PathOf(fd);
+  std::vector<const PendingWrite*> over;  // writes on these bytes, newest first
+  bool any_lost = false;
+  for (auto w = pending_.rbegin(); w != pending_.rend(); ++w) {
+    if (w->path != path || w->kind != PendingWrite::kWrite) continue;
+    if (w->offset >= off + n || w->offset + w->length <= off) continue;
+    over.push_back(&*w);
+    any_lost |= w->lost;
+  }
+  if (!any_lost) return Status::OK();
+  char* out = static_cast<char*>(buf);
+  for (uint64_t i = off; i < off + n; ++i) {
+    for (const PendingWrite* w : over) {
+      if (i < w->offset || i >= w->offset + w->length) continue;
+      const size_t k = static_cast<size_t>(i - w->offset);
+      if (!w->lost || !w->revert_mask[k]) break;  // the disk has this write's byte
+      out[i - off] = w->old_data[k];
+    }
+  }
+  return Status::OK();
 }
 
 Status FaultInjectionEnv::PWrite(int fd, const void* buf, size_t n, uint64_t off) {
@@ -369,6 +414,7 @@ Status FaultInjectionEnv::SyncImpl(Op op, int fd) {
       case Gate::kPowerOff:
         return Status::OK();
       case Gate::kFail:
+        LoseWritesLocked(path, next_seq_ - 1);
         return s;
       case Gate::kProceed:
         break;
@@ -377,9 +423,22 @@ Status FaultInjectionEnv::SyncImpl(Op op, int fd) {
   }
   Status s = op == kSync ? target()->Sync(fd) : target()->DataSync(fd);
   std::lock_guard<std::mutex> lock(mu_);
-  if (s.ok() && !path.empty()) {
-    std::erase_if(pending_,
-                  [&](const PendingWrite& w) { return w.seq <= last_seq && w.path == path; });
+  if (!s.ok()) {
+    LoseWritesLocked(path, last_seq);
+  } else if (!path.empty()) {
+    auto durable = [&](const PendingWrite& w) {
+      return w.seq <= last_seq && w.path == path && !w.lost;
+    };
+    // A lost write's old bytes stay on the disk only where no later write that
+    // is now durable covers them.
+    for (PendingWrite& l : pending_) {
+      if (!l.lost || l.path != path) continue;
+      for (const PendingWrite& d : pending_) {
+        if (d.seq > l.seq && durable(d) && d.kind == PendingWrite::kWrite)
+          ClearOverlap(&l.revert_mask, l.offset, d.offset, d.offset + d.length);
+      }
+    }
+    std::erase_if(pending_, durable);
   }
   AfterSyncLocked();
   return s;
@@ -591,6 +650,19 @@ Status FaultInjectionEnv::Revert(const PendingWrite& w) {
   AMBER_ASSIGN_OR_RETURN(int pfd, PrivateFd(w.path));
   switch (w.kind) {
     case PendingWrite::kWrite:
+      if (w.lost) {  // only where the disk still holds the old bytes
+        for (size_t i = 0; i < w.revert_mask.size();) {
+          if (!w.revert_mask[i]) {
+            ++i;
+            continue;
+          }
+          size_t e = i;
+          while (e < w.revert_mask.size() && w.revert_mask[e]) ++e;
+          AMBER_RETURN_IF_ERROR(target()->PWrite(pfd, w.old_data.data() + i, e - i, w.offset + i));
+          i = e;
+        }
+        return Status::OK();  // never extends the file (LoseWritesLocked)
+      }
       if (!w.old_data.empty()) {
         AMBER_RETURN_IF_ERROR(
             target()->PWrite(pfd, w.old_data.data(), w.old_data.size(), w.offset));
@@ -655,6 +727,8 @@ Status FaultInjectionEnv::SimulateCrash(const CrashPlan& plan, std::vector<Write
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<WriteFate> resolved;
   AMBER_RETURN_IF_ERROR(ResolveFates(plan, pending_, &resolved));
+  for (size_t i = 0; i < pending_.size(); ++i)
+    if (pending_[i].lost) resolved[i] = WriteFate{WriteFate::kDrop, 0};
   for (size_t i = pending_.size(); i-- > 0;) {
     AMBER_RETURN_IF_ERROR(Revert(pending_[i]).WithContext("simulated crash: revert"));
   }
@@ -727,6 +801,11 @@ void FaultInjectionEnv::ClearErrors() {
   std::lock_guard<std::mutex> lock(mu_);
   rules_.clear();
   size_limit_ = 0;
+}
+
+void FaultInjectionEnv::SetSyncFailureLosesWrites(bool lose) {
+  std::lock_guard<std::mutex> lock(mu_);
+  lose_on_sync_failure_ = lose;
 }
 
 void FaultInjectionEnv::SetFileSizeLimit(uint64_t bytes) {

@@ -29,6 +29,16 @@
 //   - The Env keeps its own O_RDWR fd (never O_DIRECT) per written path to read the
 //     bytes a write replaces and to revert at a crash; it is closed by Unlink or the
 //     destructor.
+//   - A failed Sync/DataSync (injected or real) leaves the path's writes pending by
+//     default: a later successful sync makes them durable, as if the file system
+//     retried. SetSyncFailureLosesWrites(true) models Linux instead (writeback errors
+//     since 4.13): the writes that completed before the failed sync are *lost*. The
+//     process still reads them (the page cache keeps the pages, marked clean), but
+//     no later sync makes them durable, a simulated crash always drops them, and a
+//     read through an fd opened with O_DIRECT sees the bytes the disk holds (the old
+//     ones, unless a later write covers them). Only writes inside the file's old size
+//     are lost this way (size changes are journaled metadata; an extending write
+//     stays pending); no separate model for O_DIRECT writes (they are lost too).
 //
 // Thread-safety: every public member function is thread-safe; the store's writer and
 // migrator threads may call it concurrently with the main thread. PWrite, Truncate and
@@ -71,6 +81,12 @@ struct PendingWrite {
   // beyond end of file"); kTruncate that shrinks: the bytes in [offset, old_size).
   std::string old_data;
   uint64_t old_size = 0;  // the file size just before the operation
+  // kWrite lost to a failed sync (SetSyncFailureLosesWrites): never durable, always
+  // dropped at a crash. revert_mask runs parallel to old_data: 1 where the disk
+  // still holds old_data (no later write made durable covers the byte), which a
+  // crash then restores.
+  bool lost = false;
+  std::string revert_mask;
 
   // True when the operation made the file larger than old_size.
   bool ExtendsFile() const;
@@ -230,6 +246,11 @@ class FaultInjectionEnv : public EnvWrapper {
   void InjectError(Op op, int err, int nth, int count = 1);
   void ClearErrors();  // removes every rule and the size limit
 
+  // false (default): a failed Sync/DataSync leaves every pending operation pending.
+  // true: it loses the path's pending writes that completed before it (see the model
+  // at the top of this file).
+  void SetSyncFailureLosesWrites(bool lose);
+
   // PWrite and Allocate that would make a file larger than `bytes` (and larger than
   // it is) fail with ENOSPC (kNoSpace), counted as injected errors. 0 = no limit.
   void SetFileSizeLimit(uint64_t bytes);
@@ -258,13 +279,18 @@ class FaultInjectionEnv : public EnvWrapper {
   Status SyncImpl(Op op, int fd);
   void AfterSyncLocked();
   void AfterWriteLocked();
+  // A failed sync of `path` at sequence number `last_seq`: marks its writes lost
+  // if the model says so. Requires mu_.
+  void LoseWritesLocked(const std::string& path, uint64_t last_seq);
   Status Revert(const PendingWrite& w);
   Status Apply(const PendingWrite& w, const WriteFate& fate, uint64_t garble_seed);
 
   mutable std::mutex mu_;
   std::unordered_map<int, std::string> fd_paths_;  // user fd -> path
-  std::map<std::string, int> private_fds_;         // path -> own O_RDWR fd
-  std::vector<PendingWrite> pending_;              // seq increasing
+  std::unordered_map<int, bool> direct_fds_;       // user fds opened with O_DIRECT
+  bool lose_on_sync_failure_ = false;
+  std::map<std::string, int> private_fds_;  // path -> own O_RDWR fd
+  std::vector<PendingWrite> pending_;       // seq increasing
   uint64_t next_seq_ = 1;
   bool powered_off_ = false;
   int64_t syncs_until_crash_ = -1;   // -1 = disarmed

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <set>
 #include <string>
 #include <thread>
@@ -547,6 +548,116 @@ TEST_F(FaultInjectionEnvTest, FailedSyncMakesNothingDurable) {
   EXPECT_EQ(env_.PendingWriteCount(), 1u);
   Sync(fd);  // the next one succeeds
   EXPECT_EQ(env_.PendingWriteCount(), 0u);
+}
+
+// ---------------------------------------------------------------------------
+// Writes lost to a failed sync (SetSyncFailureLosesWrites: Linux's writeback errors)
+
+TEST_F(FaultInjectionEnvTest, FailedSyncLosesWritesWhenAskedTo) {
+  env_.SetSyncFailureLosesWrites(true);
+  int fd = OpenFile("lost");
+  Write(fd, 0, std::string(4096, 'A'));
+  Sync(fd);
+  Write(fd, 0, std::string(1024, 'B'));
+  env_.InjectError(FaultInjectionEnv::kDataSync, EIO, 1);
+  EXPECT_EQ(env_.DataSync(fd).code(), Code::kIOError);
+  Write(fd, 2048, std::string(1024, 'C'));  // after the failure: pending as usual
+  Sync(fd);                                 // succeeds, but does not bring B back
+  std::vector<PendingWrite> p = env_.PendingWrites();
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_TRUE(p[0].lost);
+  // The process still reads B (the page cache keeps it).
+  EXPECT_EQ(ReadAll(PathFor("lost")), Concat({{1024, 'B'}, {1024, 'A'}, {1024, 'C'}, {1024, 'A'}}));
+  std::vector<WriteFate> fates;
+  ASSERT_TRUE(env_.SimulateCrash(CrashPlan::KeepAll(), &fates).ok());
+  EXPECT_EQ(fates, std::vector<WriteFate>({{WriteFate::kDrop, 0}}))
+      << "a lost write never survives";
+  EXPECT_EQ(ReadAll(PathFor("lost")), Concat({{2048, 'A'}, {1024, 'C'}, {1024, 'A'}}));
+}
+
+TEST_F(FaultInjectionEnvTest, LostWriteIsRestoredOnlyWhereNoLaterWriteIsDurable) {
+  env_.SetSyncFailureLosesWrites(true);
+  int fd = OpenFile("lost");
+  Write(fd, 0, std::string(4096, 'A'));
+  Sync(fd);
+  Write(fd, 0, std::string(3072, 'B'));
+  env_.InjectError(FaultInjectionEnv::kDataSync, EIO, 1);
+  EXPECT_FALSE(env_.DataSync(fd).ok());
+  Write(fd, 1024, std::string(1024, 'C'));  // rewritten and synced: durable
+  Sync(fd);
+  Write(fd, 2048, std::string(512, 'D'));  // rewritten, never synced
+  ASSERT_TRUE(env_.SimulateCrash(CrashPlan::DropAll()).ok());
+  EXPECT_EQ(ReadAll(PathFor("lost")), Concat({{1024, 'A'}, {1024, 'C'}, {2048, 'A'}}));
+}
+
+TEST_F(FaultInjectionEnvTest, TwoFailedSyncsLoseBothAndTheOldestBytesComeBack) {
+  env_.SetSyncFailureLosesWrites(true);
+  int fd = OpenFile("lost");
+  Write(fd, 0, std::string(2048, 'A'));
+  Sync(fd);
+  Write(fd, 0, std::string(2048, 'B'));
+  env_.InjectError(FaultInjectionEnv::kDataSync, EIO, 1);
+  EXPECT_FALSE(env_.DataSync(fd).ok());
+  Write(fd, 1024, std::string(1024, 'C'));
+  env_.InjectError(FaultInjectionEnv::kSync, EIO, 1);
+  EXPECT_FALSE(env_.Sync(fd).ok());
+  Sync(fd);
+  EXPECT_EQ(env_.PendingWriteCount(), 2u);
+  ASSERT_TRUE(env_.SimulateCrash(CrashPlan::KeepAll()).ok());
+  EXPECT_EQ(ReadAll(PathFor("lost")), std::string(2048, 'A'));
+}
+
+TEST_F(FaultInjectionEnvTest, DirectReadsSeeTheDiskAfterALostWrite) {
+  env_.SetSyncFailureLosesWrites(true);
+  int fd = OpenFile("direct");
+  Write(fd, 0, std::string(3 * 4096, 'A'));
+  Sync(fd);
+  Result<int> dfd = env_.Open(PathFor("direct"), O_RDONLY | O_DIRECT, 0);
+  if (!dfd.ok()) GTEST_SKIP() << "O_DIRECT not supported here: " << dfd.status().ToString();
+  fds_.push_back(*dfd);
+  void* mem = nullptr;
+  ASSERT_EQ(posix_memalign(&mem, 4096, 3 * 4096), 0);
+  std::unique_ptr<void, decltype(&free)> hold(mem, &free);
+  auto direct = [&] {
+    EXPECT_TRUE(env_.PRead(*dfd, mem, 3 * 4096, 0).ok());
+    return std::string(static_cast<char*>(mem), 3 * 4096);
+  };
+  auto buffered = [&] {
+    std::string s(3 * 4096, 0);
+    EXPECT_TRUE(env_.PRead(fd, s.data(), s.size(), 0).ok());
+    return s;
+  };
+  Write(fd, 0, std::string(2 * 4096, 'B'));
+  env_.InjectError(FaultInjectionEnv::kDataSync, EIO, 1);
+  EXPECT_FALSE(env_.DataSync(fd).ok());
+  EXPECT_EQ(direct(), std::string(3 * 4096, 'A'));
+  EXPECT_EQ(buffered(), Concat({{2 * 4096, 'B'}, {4096, 'A'}}));
+  Write(fd, 4096, std::string(4096, 'C'));  // pending: a direct read flushes it
+  EXPECT_EQ(direct(), Concat({{4096, 'A'}, {4096, 'C'}, {4096, 'A'}}));
+  Sync(fd);                             // C durable
+  Write(fd, 0, std::string(100, 'D'));  // lost at the next failure, over 'B' lost too
+  Write(fd, 3 * 4096 - 1, "E");         // lost too
+  env_.InjectError(FaultInjectionEnv::kDataSync, EIO, 1);
+  EXPECT_FALSE(env_.DataSync(fd).ok());
+  EXPECT_EQ(direct(), Concat({{4096, 'A'}, {4096, 'C'}, {4096, 'A'}}));
+  Sync(fd);
+  EXPECT_EQ(direct(), Concat({{4096, 'A'}, {4096, 'C'}, {4096, 'A'}}));
+  EXPECT_EQ(buffered(),
+            Concat({{100, 'D'}, {4096 - 100, 'B'}, {4096, 'C'}, {4095, 'A'}, {1, 'E'}}));
+  ASSERT_TRUE(env_.SimulateCrash(CrashPlan::KeepAll()).ok());
+  EXPECT_EQ(ReadAll(PathFor("direct")), Concat({{4096, 'A'}, {4096, 'C'}, {4096, 'A'}}));
+}
+
+TEST_F(FaultInjectionEnvTest, ExtendingWriteStaysPendingAfterAFailedSync) {
+  env_.SetSyncFailureLosesWrites(true);
+  int fd = OpenFile("grow");
+  Write(fd, 0, "abcd");
+  env_.InjectError(FaultInjectionEnv::kDataSync, EIO, 1);
+  EXPECT_FALSE(env_.DataSync(fd).ok());
+  Sync(fd);
+  EXPECT_EQ(env_.PendingWriteCount(), 0u);
+  ASSERT_TRUE(env_.SimulateCrash(CrashPlan::DropAll()).ok());
+  EXPECT_EQ(ReadAll(PathFor("grow")), "abcd");
 }
 
 TEST_F(FaultInjectionEnvTest, ErrorCountAndUntilCleared) {
