@@ -80,7 +80,7 @@ Status ResolveFates(const CrashPlan& plan, const std::vector<PendingWrite>& pend
       break;
     case CrashPlan::kTearLast:
       for (size_t i = n; i-- > 0;) {
-        if (pending[i].kind != PendingWrite::kWrite) continue;
+        if (pending[i].kind != PendingWrite::kWrite || pending[i].lost) continue;
         uint64_t sectors = pending[i].SectorCount();
         uint64_t keep =
             plan.tear_sectors < 0 ? rng.Uniform(sectors) : static_cast<uint64_t>(plan.tear_sectors);

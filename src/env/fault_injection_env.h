@@ -120,7 +120,8 @@ struct CrashPlan {
     kKeepAll,           // everything pending reached the disk
     kKeepPrefix,        // the first `prefix` operations reached the disk, later ones did not
     kKeepRandomSubset,  // each operation survives with probability keep_probability
-    kTearLast,          // all survive, but the last kWrite is torn after `tear_sectors` sectors
+    kTearLast,          // all survive, but the last kWrite (not lost) is torn after
+                        // `tear_sectors` sectors
     kGarble,            // SQLite test6: each operation is garbled with garble_probability,
                         // else kept with keep_probability, else dropped (a garbled non-write
                         // is kept)
