@@ -15,11 +15,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <pthread.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -680,6 +682,132 @@ TEST(IoError, CommitDoesNotShareACaptureThatFailed) {
 
 // ---------------------------------------------------------------------------
 // A full disk: through the Env (always), and a real small filesystem (if allowed).
+
+// Holds the first DataSync of the migration thread after HoldNext(kMigrate),
+// and of the writer thread after HoldNext(kWriter), until Release(that one).
+class HoldThreadSyncEnv : public FaultInjectionEnv {
+ public:
+  enum Who { kWriter, kMigrate };
+  using FaultInjectionEnv::FaultInjectionEnv;
+  void HoldNext(Who w) { armed_[w] = true; }
+  bool held(Who w) const { return held_[w]; }
+  void Release(Who w) { latch_[w].Release(); }
+  Status DataSync(int fd) override {
+    char name[16] = {};
+    pthread_getname_np(pthread_self(), name, sizeof(name));
+    for (Who w : {kWriter, kMigrate}) {
+      if (std::strcmp(name, w == kWriter ? "amber-writer" : "amber-migrate") == 0 &&
+          armed_[w].exchange(false)) {
+        held_[w] = true;
+        latch_[w].Hold();
+      }
+    }
+    return FaultInjectionEnv::DataSync(fd);
+  }
+
+ private:
+  std::atomic<bool> armed_[2] = {false, false}, held_[2] = {false, false};
+  testing::Latch latch_[2];
+};
+
+// Takes steps, each with its checkpoint, until a migration is held at its sync
+// (env.HoldNext(kMigrate) armed first). Returns the last step.
+uint64_t StepsUntilAMigrationIsHeld(Heap& heap, StampRoot* r, HoldThreadSyncEnv& env) {
+  uint64_t k = 0;
+  while (!env.held(HoldThreadSyncEnv::kMigrate)) {
+    EXPECT_LT(k, 64u) << "no migration started";
+    if (k >= 64) return k;
+    ++k;
+    EXPECT_TRUE(StampStep(heap, r, k));
+    EXPECT_TRUE(heap.Checkpoint().ok());
+    // A log more than half full starts a migration: wait for it to reach its sync.
+    for (int i = 0; i < 10000 && !env.held(HoldThreadSyncEnv::kMigrate); ++i) {
+      const Stats st = heap.GetStats();
+      if (st.log_used * 2 <= st.log_size) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  return k;
+}
+
+// The writer (each generation's log) and the migrator (home image, checksum
+// table) sync the same file from two threads. Linux reports a writeback error
+// to the first fdatasync of the file after it, whichever thread calls it, and
+// drops the pages: a failed log sync may be the loss of the migration's home
+// pages, and the migration's own sync then succeeds. That migration must fail
+// rather than move the log's tail over generations whose home copy is lost.
+TEST(IoError, FailedLogSyncVoidsAConcurrentMigration) {
+  ScratchDir dir;
+  const std::string path = dir.File("io.amber");
+  HoldThreadSyncEnv env(Env::Default());
+  env.SetSyncFailureLosesWrites(true);
+  auto heap = MustOpen(path, &env);
+  ASSERT_TRUE(heap);
+  StampRoot* r = RootOf(*heap);
+  env.HoldNext(HoldThreadSyncEnv::kMigrate);
+  const uint64_t k = StepsUntilAMigrationIsHeld(*heap, r, env);
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  // Step k is durable (its generation's sync came before the migration's).
+  // The migration's home writes are in the page cache; the next log sync fails.
+  const uint64_t migrations = heap->GetStats().migrations;
+  ASSERT_TRUE(StampStep(*heap, r, k + 1));
+  env.InjectError(FI::kDataSync, EIO, 1, 1);
+  Status s = heap->Checkpoint();
+  EXPECT_EQ(s.code(), Code::kIOError) << s.ToString();
+  env.Release(HoldThreadSyncEnv::kMigrate);
+  Stats st;
+  for (int i = 0; i < 10000; ++i) {
+    st = heap->GetStats();
+    if (st.migrations > migrations || Contains(st.last_error, "migration")) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(st.migrations, migrations) << "the migration moved the tail after a failed sync";
+  EXPECT_TRUE(Contains(st.last_error, "migration")) << st.last_error;
+  env.PowerOff();  // kill -9 here
+  heap.reset();
+  ASSERT_TRUE(env.SimulateCrash(CrashPlan::DropAll()).ok());
+  EXPECT_EQ(ReopenAndCheck(path, &env, {k}), "");
+}
+
+// The other way round: the migration's sync fails while a generation's writes
+// wait for the writer's sync, which then succeeds. The generation must not be
+// reported durable.
+TEST(IoError, FailedMigrationSyncVoidsAConcurrentGeneration) {
+  ScratchDir dir;
+  const std::string path = dir.File("io.amber");
+  HoldThreadSyncEnv env(Env::Default());
+  env.SetSyncFailureLosesWrites(true);
+  auto heap = MustOpen(path, &env);
+  ASSERT_TRUE(heap);
+  StampRoot* r = RootOf(*heap);
+  env.HoldNext(HoldThreadSyncEnv::kMigrate);
+  const uint64_t k = StepsUntilAMigrationIsHeld(*heap, r, env);
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  // Generation k+1 is written and waits at its sync.
+  ASSERT_TRUE(StampStep(*heap, r, k + 1));
+  env.HoldNext(HoldThreadSyncEnv::kWriter);
+  Status s;
+  std::thread t([&] { s = heap->Checkpoint(); });
+  for (int i = 0; i < 10000 && !env.held(HoldThreadSyncEnv::kWriter); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_TRUE(env.held(HoldThreadSyncEnv::kWriter));
+  // The migration's sync fails (losing generation k+1's writes with its own)...
+  env.InjectError(FI::kDataSync, EIO, 1, 1);
+  env.Release(HoldThreadSyncEnv::kMigrate);
+  for (int i = 0; i < 10000 && env.InjectedErrorCount() == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_EQ(env.InjectedErrorCount(), 1u);
+  // ...and the writer's own sync then succeeds.
+  env.Release(HoldThreadSyncEnv::kWriter);
+  t.join();
+  EXPECT_EQ(s.code(), Code::kIOError) << "a generation was reported durable after a failed sync";
+  env.PowerOff();  // kill -9 here
+  heap.reset();
+  ASSERT_TRUE(env.SimulateCrash(CrashPlan::DropAll()).ok());
+  EXPECT_EQ(
+      ReopenAndCheck(path, &env, s.ok() ? std::vector<uint64_t>{k + 1} : std::vector<uint64_t>{k}),
+      "");
+}
 
 TEST(IoError, DiskFullThroughEnvThenSpaceFreed) {
   ScratchDir dir;

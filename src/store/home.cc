@@ -97,6 +97,9 @@ Status Store::MigrateLocked() {
   // the ring while they are copied.
   const Superblock sb = superblock();
   if (sb.log_head == sb.log_tail) return Status::OK();
+  // Before the first home write: the writer's log syncs run concurrently, and
+  // one of them may be where a writeback error of these pages is reported.
+  const uint64_t failures = sync_failures_.load();
   // Newest image of each page: heap page -> (file offset of image, crc).
   AMBER_ASSIGN_OR_RETURN(NewestList newest, NewestImages(sb));
   AMBER_RETURN_IF_ERROR(CopyImagesHome(sb, newest, /*check_crc=*/false));
@@ -112,7 +115,7 @@ Status Store::MigrateLocked() {
       tpage[it->first % kPerTablePage] = it->second.second;
     AMBER_RETURN_IF_ERROR(Write(tpage.data(), kPageSize, off));
   }
-  AMBER_RETURN_IF_ERROR(DataSync());
+  AMBER_RETURN_IF_ERROR(DataSyncSince(failures));
 
   // The new tail: the first generation appended after sb's, or the head when
   // there is none (the log is then empty).

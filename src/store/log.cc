@@ -248,6 +248,8 @@ Status Store::AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
   }
   if (!place.ok()) return place.status();
   const uint64_t pos = *place;
+  // Every write of this generation comes after this; see DataSyncSince.
+  const uint64_t failures = sync_failures_.load();
   if (pos != sb.log_head) {
     // Not at the head (wrapping, or restarting an empty ring at 0): recovery
     // looks for a generation the superblock does not name yet at the head
@@ -337,7 +339,7 @@ Status Store::AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
   AMBER_RETURN_IF_ERROR(
       WriteLog(scratch_.data, scratch_.size, base + (dpages + n) * kPageSize, direct));
   if (!zero_after) AMBER_RETURN_IF_ERROR(ZeroLogPage(sb, 0));
-  AMBER_RETURN_IF_ERROR(DataSync());
+  AMBER_RETURN_IF_ERROR(DataSyncSince(failures));
 
   // The generation is complete and durable: it counts (recovery adopts it
   // even if this superblock is lost), so the superblock is written without a

@@ -117,8 +117,21 @@ Status Store::ZeroLogPage(const Superblock& sb, uint64_t pos) {
 }
 
 Status Store::DataSync() {
-  AMBER_RETURN_IF_ERROR(env_->DataSync(fd_));
+  Status s = env_->DataSync(fd_);
+  if (!s.ok()) {
+    ++sync_failures_;
+    return s;
+  }
   ++syncs_;
+  return Status::OK();
+}
+
+Status Store::DataSyncSince(uint64_t before) {
+  AMBER_RETURN_IF_ERROR(DataSync());
+  if (sync_failures_.load() != before)
+    return IOError("a sync of the store failed while these writes were in flight (" +
+                   std::to_string(sync_failures_.load() - before) +
+                   " since); they may not have reached the disk");
   return Status::OK();
 }
 
@@ -368,6 +381,7 @@ Status Store::LoadSuperblock() {
 }
 
 Status Store::WriteSuperblock(Superblock next, bool sync) {
+  const uint64_t failures = sync_failures_.load();
   const uint32_t tag = tracking_flag_.load();
   if (tag != 0) next.flags = (next.flags & ~format::kFlagTrackingMask) | tag;
   next.flags =
@@ -377,10 +391,11 @@ Status Store::WriteSuperblock(Superblock next, bool sync) {
   std::memcpy(page.data(), &next, sizeof(next));
   AMBER_RETURN_IF_ERROR(Write(page.data(), kPageSize, (next.sequence % 2) * kPageSize));
   if (sync) {
-    AMBER_RETURN_IF_ERROR(DataSync());
+    AMBER_RETURN_IF_ERROR(DataSyncSince(failures));
     unsynced_publish_ = false;
   } else {
     unsynced_publish_ = true;
+    unsynced_failures_ = failures;
   }
   std::lock_guard<std::mutex> l(mu_);
   sb_ = next;
@@ -400,7 +415,11 @@ Status Store::Sync() {
   std::lock_guard<std::mutex> p(publish_mu_);
   AMBER_RETURN_IF_ERROR(FlushPendingLocked());
   if (!unsynced_publish_) return Status::OK();
-  AMBER_RETURN_IF_ERROR(DataSync());
+  // A sync failed since that superblock was written: it may be lost although
+  // the page cache still shows it. Write it again (its slot, its sequence).
+  if (sync_failures_.load() != unsynced_failures_)
+    return WriteSuperblock(superblock(), /*sync=*/true);
+  AMBER_RETURN_IF_ERROR(DataSyncSince(unsynced_failures_));
   unsynced_publish_ = false;
   return Status::OK();
 }

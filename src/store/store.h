@@ -233,6 +233,13 @@ class Store {
   Status WriteLog(const void* buf, size_t n, uint64_t off, bool direct);
   Status WriteTo(int fd, const void* buf, size_t n, uint64_t off);
   Status DataSync();
+  // fdatasync of the store for writes made after sync_failures_ read `before`:
+  // fails (kIOError) if any sync of the file failed since, whichever thread
+  // called it. Linux reports a writeback error to the first fdatasync of the
+  // file after it and then drops the pages' new contents, so another thread's
+  // failed sync may have been the loss of these writes, and this sync would
+  // succeed without them.
+  Status DataSyncSince(uint64_t before);
   // Writes a page of zeros at log offset pos (a free page), buffered.
   Status ZeroLogPage(const format::Superblock& sb, uint64_t pos);
 
@@ -253,6 +260,7 @@ class Store {
   // Atomic: written by the writer thread, read by Heap::GetStats() from any thread.
   std::atomic<uint64_t> bytes_written_{0};
   std::atomic<uint64_t> syncs_{0};
+  std::atomic<uint64_t> sync_failures_{0};  // failed fdatasyncs since open, any thread
   std::atomic<uint64_t> migrations_{0};
   // Reused I/O buffer (writer thread only): descriptor and commit pages.
   PageBuffer scratch_;
@@ -263,8 +271,10 @@ class Store {
   bool pending_publish_ = false;
   format::Superblock pending_{};
   uint64_t adopted_at_open_ = 0;
-  // A superblock was written since the last sync (guarded by publish_mu_).
+  // A superblock was written since the last sync (guarded by publish_mu_); the
+  // latest such write was made when sync_failures_ stood at unsynced_failures_.
   bool unsynced_publish_ = false;
+  uint64_t unsynced_failures_ = 0;
   // Read-write on a file system without O_DIRECT reads: every superblock is
   // synced, with kFlagUnnamedCount clear (set by Open).
   bool sync_publishes_ = false;
