@@ -93,6 +93,7 @@ Status Store::Migrate() {
 
 Status Store::MigrateLocked() {
   if (mode_ != Mode::kReadWrite) return FailedPrecondition("store is open read-only");
+  AMBER_RETURN_IF_ERROR(CheckNotPoisoned());
   // The generations committed now; appends may continue into the free part of
   // the ring while they are copied.
   const Superblock sb = superblock();
@@ -116,6 +117,7 @@ Status Store::MigrateLocked() {
     AMBER_RETURN_IF_ERROR(Write(tpage.data(), kPageSize, off));
   }
   AMBER_RETURN_IF_ERROR(DataSyncSince(failures));
+  recovered_unsynced_ = false;  // every recovered image was in this migration
 
   // The new tail: the first generation appended after sb's, or the head when
   // there is none (the log is then empty).
@@ -140,6 +142,7 @@ Status Store::RecoverInPlace(bool verify_home) {
   // any later recovery replays again. The mapping then reads the committed
   // state from the page cache.
   AMBER_RETURN_IF_ERROR(CopyImagesHome(sb, newest, /*check_crc=*/true));
+  if (!newest.empty()) recovered_unsynced_ = true;
   if (verify_home) AMBER_RETURN_IF_ERROR(VerifyHome(superblock().heap_used));
   return Status::OK();
 }

@@ -220,6 +220,7 @@ Status Store::AppendGeneration(uint64_t gen, std::span<const uint64_t> pages,
                                std::span<const ImageRun> images, uint64_t heap_used,
                                uint64_t capture_us) {
   if (mode_ != Mode::kReadWrite) return FailedPrecondition("store is open read-only");
+  AMBER_RETURN_IF_ERROR(CheckNotPoisoned());
   {
     // A generation whose superblock write failed must count before the space
     // after it is reused.

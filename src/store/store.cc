@@ -117,22 +117,42 @@ Status Store::ZeroLogPage(const Superblock& sb, uint64_t pos) {
 }
 
 Status Store::DataSync() {
+  uint64_t unused;
+  return DataSyncLocked(&unused);
+}
+
+Status Store::DataSyncLocked(uint64_t* failures_after) {
+  // One sync at a time: a writeback error is reported to one of them, and it
+  // must be counted before any other sync can return and be checked.
+  std::lock_guard<std::mutex> l(sync_mu_);
   Status s = env_->DataSync(fd_);
   if (!s.ok()) {
     ++sync_failures_;
-    return s;
+    // Pages recovered at open are home only in the page cache until a
+    // migration syncs them; lost now, they may be evicted and read back stale
+    // through the heap's mapping, and nothing could tell.
+    if (recovered_unsynced_.load()) poisoned_ = true;
+  } else {
+    ++syncs_;
   }
-  ++syncs_;
-  return Status::OK();
+  *failures_after = sync_failures_.load();
+  return s;
 }
 
 Status Store::DataSyncSince(uint64_t before) {
-  AMBER_RETURN_IF_ERROR(DataSync());
-  if (sync_failures_.load() != before)
+  uint64_t after = 0;
+  AMBER_RETURN_IF_ERROR(DataSyncLocked(&after));
+  if (after != before)
     return IOError("a sync of the store failed while these writes were in flight (" +
-                   std::to_string(sync_failures_.load() - before) +
-                   " since); they may not have reached the disk");
+                   std::to_string(after - before) + " since); they may not have reached the disk");
   return Status::OK();
+}
+
+Status Store::CheckNotPoisoned() const {
+  if (!poisoned_.load()) return Status::OK();
+  return IOError(
+      "a sync of the store failed before the pages recovered at open were durable; they may "
+      "read back stale: close the heap and open the store again (recovery replays them)");
 }
 
 namespace {
