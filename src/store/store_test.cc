@@ -459,11 +459,32 @@ TEST(Store, CompleteGenerationPastTheHeadIsAdopted) {
 // When the next attempt does not fit there and wraps to 0, and its superblock
 // is then lost, Open must adopt the new generation at 0, not the leftover at
 // the head (the writer zeroes the head's page for this).
+// Holds the first write into the checksum table after HoldNext() (a
+// migration's, after its home writes and before its sync, which is outside the
+// store's sync lock) until Release().
+class HoldNextTableWriteEnv : public FaultInjectionEnv {
+ public:
+  using FaultInjectionEnv::FaultInjectionEnv;
+  void HoldNext() { armed_ = true; }
+  void WaitHeld() { latch_.WaitHeld(); }
+  void Release() { latch_.Release(); }
+  Status PWrite(int fd, const void* buf, size_t n, uint64_t off) override {
+    if (off >= format::kTableOffset && off < format::LogOffset(SmallOptions().capacity) &&
+        armed_.exchange(false))
+      latch_.Hold();
+    return FaultInjectionEnv::PWrite(fd, buf, n, off);
+  }
+
+ private:
+  std::atomic<bool> armed_{false};
+  testing::Latch latch_;
+};
+
 TEST(Store, LeftoverAtTheOldHeadIsNotAdoptedAfterAWrap) {
   TempDir dir;
   auto path = dir.File("s.amber");
-  // Holds the next DataSync (a migration's) until released; fails injected ones.
-  testing::HoldNextSyncEnv<FaultInjectionEnv> env(Env::Default());
+  // Holds a migration before its sync until released; fails injected ones.
+  HoldNextTableWriteEnv env(Env::Default());
   uint64_t head_before = 0;
   std::vector<char> superblocks;
   {
