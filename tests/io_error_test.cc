@@ -131,6 +131,20 @@ void Prefix(Heap& heap, StampRoot* r, FI& env, uint64_t k) {
   }
 }
 
+// Steps 1, 2, ... each followed by a checkpoint and its migration, until at
+// least three were taken and the log holds generations a reopen must replay.
+// *version receives the last step.
+void StepsUntilTheLogNeedsReplay(Heap& heap, StampRoot* r, FI& env, uint64_t* version) {
+  uint64_t v = 0;
+  do {
+    ++v;
+    ASSERT_TRUE(StampStep(heap, r, v));
+    ASSERT_TRUE(heap.Checkpoint().ok());
+    Quiesce(heap, env, 0);
+  } while (v < 3 || heap.GetStats().log_used == 0);
+  *version = v;
+}
+
 constexpr FI::Op kIoOps[] = {FI::kPWrite, FI::kDataSync, FI::kSync, FI::kPRead};
 
 struct OpCounts {
@@ -405,12 +419,7 @@ TEST(IoError, ReopenFailsAtEveryCall) {
     ASSERT_TRUE(heap);
     StampRoot* r = RootOf(*heap);
     uint64_t v = 0;
-    do {
-      ++v;
-      ASSERT_TRUE(StampStep(*heap, r, v));
-      ASSERT_TRUE(heap->Checkpoint().ok());
-      Quiesce(*heap, env, 0);
-    } while (v < 3 || heap->GetStats().log_used == 0);
+    ASSERT_NO_FATAL_FAILURE(StepsUntilTheLogNeedsReplay(*heap, r, env, &v));
     *version = v;
     ASSERT_TRUE(heap->Close().ok());
   };
@@ -480,12 +489,7 @@ TEST(IoError, ReopenSyncFailureThatLosesTheWritesBeforeIt) {
     ASSERT_TRUE(heap);
     StampRoot* r = RootOf(*heap);
     uint64_t v = 0;
-    do {
-      ++v;
-      ASSERT_TRUE(StampStep(*heap, r, v));
-      ASSERT_TRUE(heap->Checkpoint().ok());
-      Quiesce(*heap, env, 0);
-    } while (v < 3 || heap->GetStats().log_used == 0);
+    ASSERT_NO_FATAL_FAILURE(StepsUntilTheLogNeedsReplay(*heap, r, env, &v));
     // One more, left unnamed by a synced superblock (its own is not synced):
     // the reopen adopts it.
     ++v;
@@ -567,12 +571,7 @@ TEST(IoError, SyncFailureBeforeRecoveredPagesAreDurableRefusesFurtherCheckpoints
     auto heap = MustOpen(path, &env);
     ASSERT_TRUE(heap);
     StampRoot* r = RootOf(*heap);
-    do {
-      ++version;
-      ASSERT_TRUE(StampStep(*heap, r, version));
-      ASSERT_TRUE(heap->Checkpoint().ok());
-      Quiesce(*heap, env, 0);
-    } while (version < 3 || heap->GetStats().log_used == 0);
+    ASSERT_NO_FATAL_FAILURE(StepsUntilTheLogNeedsReplay(*heap, r, env, &version));
     ASSERT_TRUE(heap->Close().ok());
   }
   FI env(Env::Default());
