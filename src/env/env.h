@@ -55,6 +55,11 @@ class Env {
   // range and returns without waiting. Makes nothing durable; a hint that lets
   // the device work while the caller prepares the next writes.
   virtual Status StartWriteback(int fd, uint64_t off, uint64_t len) = 0;
+  // posix_fadvise(2) with POSIX_FADV_DONTNEED: drops the clean cached pages
+  // of the range from the page cache (dirty ones stay, and so do large folios
+  // reaching past either end). A hint about memory: what reads return and
+  // what is durable are unchanged.
+  virtual Status DropCache(int fd, uint64_t off, uint64_t len) = 0;
   virtual Status Sync(int fd) = 0;                     // fsync(2); also used on directories
   virtual Status Truncate(int fd, uint64_t size) = 0;  // ftruncate(2)
   virtual Status Allocate(int fd, uint64_t off, uint64_t len) = 0;  // fallocate(2), mode 0
@@ -131,6 +136,9 @@ class EnvWrapper : public Env {
   Status Membarrier(int cmd) override { return target_->Membarrier(cmd); }
   Status StartWriteback(int fd, uint64_t off, uint64_t len) override {
     return target_->StartWriteback(fd, off, len);
+  }
+  Status DropCache(int fd, uint64_t off, uint64_t len) override {
+    return target_->DropCache(fd, off, len);
   }
   uint64_t NowMicros() override { return target_->NowMicros(); }
   uint64_t WallMicros() override { return target_->WallMicros(); }

@@ -6,8 +6,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/magic.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -457,6 +459,35 @@ TEST_F(FaultInjectionEnvTest, WorksWithODirectFds) {
   ASSERT_TRUE(env_.SimulateCrash(CrashPlan::TearLast(0, 0)).ok());
   EXPECT_EQ(ReadAll(PathFor("direct")), Concat({{4096, 'A'}, {4096, 'B'}}));
   free(mem);
+}
+
+// DropCache reaches the real file: its clean pages leave the page cache, and
+// the bytes read afterwards (from the disk) are the same.
+TEST_F(FaultInjectionEnvTest, DropCacheEvictsCleanPagesOfTheFile) {
+  struct statfs fs;
+  ASSERT_EQ(statfs(dir_.c_str(), &fs), 0);
+  if (fs.f_type == TMPFS_MAGIC) GTEST_SKIP() << "tmpfs keeps its files in the page cache";
+  constexpr size_t kBytes = 64 * 4096;
+  int fd = OpenFile("cached");
+  Write(fd, 0, std::string(kBytes, 'x'));
+  Sync(fd);
+  std::string back(kBytes, '\0');
+  ASSERT_TRUE(env_.PRead(fd, back.data(), kBytes, 0).ok());
+  auto resident = [&] {
+    void* m = mmap(nullptr, kBytes, PROT_READ, MAP_SHARED, fd, 0);
+    EXPECT_NE(m, MAP_FAILED);
+    std::vector<unsigned char> in(kBytes / 4096);
+    EXPECT_EQ(mincore(m, kBytes, in.data()), 0);
+    munmap(m, kBytes);
+    size_t n = 0;
+    for (unsigned char r : in) n += r & 1;
+    return n;
+  };
+  EXPECT_EQ(resident(), kBytes / 4096) << "just written and read: all cached";
+  ASSERT_TRUE(env_.DropCache(fd, 0, kBytes).ok());
+  EXPECT_EQ(resident(), 0u);
+  ASSERT_TRUE(env_.PRead(fd, back.data(), kBytes, 0).ok());
+  EXPECT_EQ(back, std::string(kBytes, 'x'));
 }
 
 // ---------------------------------------------------------------------------

@@ -206,6 +206,13 @@ class PosixEnv final : public Env {
       return ErrnoToStatus(errno, "sync_file_range");
     return Status::OK();
   }
+  Status DropCache(int fd, uint64_t off, uint64_t len) override {
+    // Returns the error number instead of setting errno.
+    const int err =
+        ::posix_fadvise(fd, static_cast<off_t>(off), static_cast<off_t>(len), POSIX_FADV_DONTNEED);
+    if (err != 0) return ErrnoToStatus(err, "posix_fadvise");
+    return Status::OK();
+  }
   Status Membarrier(int cmd) override {
     if (::syscall(SYS_membarrier, cmd, 0u, 0) < 0) return ErrnoToStatus(errno, "membarrier");
     return Status::OK();

@@ -348,6 +348,99 @@ TEST(Store, DirectWritesRefusedWithEinvalFallBackToThePageCache) {
   }
 }
 
+std::vector<uint64_t> PageRange(uint64_t first, uint64_t n) {
+  std::vector<uint64_t> v;
+  for (uint64_t i = 0; i < n; ++i) v.push_back(first + i);
+  return v;
+}
+
+// Fails the `fail_at`-th read of 1 MiB or more (migration's windows; 0 = none)
+// with EIO, and records the ranges of 1 MiB or more dropped from the cache.
+class LargeReadEnv : public DirectFdEnv {
+ public:
+  explicit LargeReadEnv(int fail_at) : fail_at_(fail_at) {}
+  Status PRead(int fd, void* buf, size_t n, uint64_t off) override {
+    if (n >= (1u << 20) && ++large_ == fail_at_) return IOError("pread: injected EIO (test)");
+    return EnvWrapper::PRead(fd, buf, n, off);
+  }
+  Status DropCache(int fd, uint64_t off, uint64_t len) override {
+    if (len >= (1u << 20)) {
+      std::lock_guard<std::mutex> l(mu_);
+      dropped_.emplace_back(off, len);
+    }
+    return EnvWrapper::DropCache(fd, off, len);
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> dropped() {
+    std::lock_guard<std::mutex> l(mu_);
+    return dropped_;
+  }
+
+ private:
+  const int fail_at_;
+  std::atomic<int> large_{0};
+  std::mutex mu_;
+  std::vector<std::pair<uint64_t, uint64_t>> dropped_;  // (offset, length)
+};
+
+// Migration reads the log in windows of up to 8 MiB and drops each from the
+// page cache once copied home (that the drop evicts: env's
+// DropCacheEvictsCleanPagesOfTheFile). Generation 1 is 14 MiB of images (more
+// than a window) and generation 2 supersedes a stretch of it long enough to
+// split a window there: three windows, all copied home and dropped; a read
+// that fails fails the migration without moving the tail, and a retry then
+// completes it.
+TEST(Store, MigrationReadsTheLogInWindowsAndDropsThemFromTheCache) {
+  TempDir dir;
+  auto path = dir.File("s.amber");
+  Options o = SmallOptions();
+  o.capacity = uint64_t{16} << 20;  // 4096 pages
+  o.log_size = uint64_t{16} << 20;
+  const std::vector<uint64_t> p1 = PageRange(0, 3500), p2 = PageRange(1000, 200);
+  uint64_t log_offset = 0;
+  {
+    auto st = OpenStore(path, o);
+    ASSERT_TRUE(st);
+    auto i1 = AlignedImages(p1, 1), i2 = AlignedImages(p2, 2);
+    ASSERT_TRUE(st->AppendGeneration(1, p1, i1.get(), 4096 * kPageSize, 1).ok());
+    ASSERT_TRUE(st->AppendGeneration(2, p2, i2.get(), 4096 * kPageSize, 2).ok());
+    log_offset = st->superblock().log_offset;
+  }
+  LargeReadEnv env(/*fail_at=*/2);
+  auto st = Store::Open(&env, path, o, Store::Mode::kReadWrite);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  const uint64_t used = (*st)->LogUsed();
+  ASSERT_GT(used, uint64_t{14} << 20);
+  Status failed = (*st)->Migrate();
+  EXPECT_EQ(failed.code(), Code::kIOError) << failed.ToString();
+  EXPECT_NE(failed.ToString().find("injected EIO"), std::string::npos) << failed.ToString();
+  EXPECT_EQ((*st)->LogUsed(), used) << "a failed migration must not move the tail";
+  EXPECT_EQ((*st)->migrations(), 0u);
+  Status retried = (*st)->Migrate();
+  ASSERT_TRUE(retried.ok()) << retried.ToString();
+  EXPECT_EQ((*st)->LogUsed(), 0u);
+  // Windows: pages 0-999, then 1200-3499 and generation 2's images (more than
+  // 8 MiB, so two). The failed attempt copied the first and stopped at the
+  // second; each window was dropped once copied.
+  const auto dropped = env.dropped();
+  auto pages_at = [&](uint64_t pos, uint64_t n) {  // log page pos on, n pages
+    return std::make_pair(log_offset + pos * kPageSize, n * kPageSize);
+  };
+  const uint64_t img1 = format::DescriptorPages(3500);  // generation 1's images
+  const uint64_t img2 = format::GenerationPages(3500) + format::DescriptorPages(200);
+  ASSERT_EQ(dropped.size(), 1u + 3u);
+  // Each drop reaches to the next window and back to the previous one's start.
+  EXPECT_EQ(dropped[0], pages_at(img1, 1200));  // with the superseded stretch after it
+  EXPECT_EQ(dropped[1], pages_at(img1, 1200));
+  EXPECT_EQ(dropped[2], pages_at(img1, 1200 + 2048));  // 8 MiB
+  EXPECT_EQ(dropped[3], pages_at(img1 + 1200, img2 + 200 - (img1 + 1200)));
+  for (uint64_t page = 0; page < 3500; ++page) {
+    const uint64_t want = page >= 1000 && page < 1200 ? 2 : 1;
+    ASSERT_EQ(HomePage(path, **st, page), std::make_pair(page, want)) << page;
+  }
+  EXPECT_EQ(HomePage(path, **st, 3500), std::make_pair(uint64_t{0}, uint64_t{0}));
+  ASSERT_TRUE((*st)->VerifyHome(4096 * kPageSize).ok());
+}
+
 TEST(Store, RingWrapsAndMigratesUnderPressure) {
   TempDir dir;
   auto path = dir.File("s.amber");
@@ -369,12 +462,6 @@ TEST(Store, RingWrapsAndMigratesUnderPressure) {
   auto st = OpenStore(path);
   ASSERT_TRUE(st->Recover(true).ok());
   for (auto [page, version] : expect) EXPECT_EQ(HomePage(path, *st, page).second, version) << page;
-}
-
-std::vector<uint64_t> PageRange(uint64_t first, uint64_t n) {
-  std::vector<uint64_t> v;
-  for (uint64_t i = 0; i < n; ++i) v.push_back(first + i);
-  return v;
 }
 
 Status Append(Store& st, uint64_t gen, const std::vector<uint64_t>& pages) {
