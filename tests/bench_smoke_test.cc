@@ -276,10 +276,20 @@ TEST(BenchSmoke, Commit) {
   RunJson("commit", {"--rounds", "20"}, {"commit_us_median", "fdatasync_us_median"});
 }
 
+// A small replay: the first of the three generations writes every page of the
+// 8 MiB heap, so all of it is replayed, from a log holding more than that.
+TEST(BenchSmoke, Replay) {
+  auto obj =
+      RunJson("replay", {"--heap", "8M", "--generations", "3", "--rounds", "2"},
+              {"replay_ms_median", "log_bytes", "replayed_bytes"}, {"cache_growth_bytes_median"});
+  EXPECT_EQ(obj["replayed_bytes"].num, 8 << 20);
+  EXPECT_GT(obj["log_bytes"].num, 8 << 20);
+}
+
 TEST(BenchSmoke, Help) {
   const RunResult r = RunAmber({"bench", "--help"});
   EXPECT_EQ(r.status, 0);
-  for (const char* kind : {"pause", "writeout", "kv", "commit", "--json", "--dir"})
+  for (const char* kind : {"pause", "writeout", "kv", "commit", "replay", "--json", "--dir"})
     EXPECT_NE(r.out.find(kind), std::string::npos) << kind << " missing from:\n" << r.out;
 }
 
@@ -302,6 +312,8 @@ TEST(BenchSmoke, BadInputExitsWith2) {
       {"bench", "kv", "--interval-ms", "-5"},
       {"bench", "commit", "--rounds", "0"},
       {"bench", "commit", "--dir", "/nonexistent/amber-bench-dir"},
+      {"bench", "replay", "--fraction", "2"},
+      {"bench", "replay", "--generations", "0"},
   };
   for (const auto& args : bad) {
     const RunResult r = RunAmber(args);

@@ -2,7 +2,7 @@
 // every benchmark kind shares (declared in bench.h): option parsing, the
 // temporary directory and its cleanup on signals, progress lines, statistics,
 // filling a heap, and the report. The kinds live in bench_pause.cc,
-// bench_writeout.cc, bench_kv.cc and bench_commit.cc.
+// bench_writeout.cc, bench_kv.cc, bench_commit.cc and bench_replay.cc.
 //
 // Thread-safety: see bench.h. The signal handler only calls async-signal-safe
 // functions (unlink, rmdir, signal, raise) on paths stored before it can run.
@@ -152,6 +152,15 @@ void PrintHelp(FILE* out) {
       "  commit    Commit() after dirtying one page, against a 4 KiB pwrite + fdatasync\n"
       "              --rounds R         rounds, at least 10 (default 100)\n"
       "            fields: commit_us_median fdatasync_us_median\n"
+      "  replay    opening after a crash: the log replayed home (Store::RecoverInPlace)\n"
+      "            from a cold page cache, and the page cache it leaves\n"
+      "              --heap SIZE        heap the generations cover (default 1G)\n"
+      "              --generations N    generations in the log (default 5): the first\n"
+      "                                 writes every page, the others a random share\n"
+      "              --fraction F       that share (default 0.45)\n"
+      "              --rounds R         replays timed (default 3)\n"
+      "            fields: replay_ms_median log_bytes replayed_bytes\n"
+      "                    cache_growth_bytes_median\n"
       "\n"
       "Common options:\n"
       "  --json      print one JSON object per line on stdout (\"bench\":KIND first);\n"
@@ -554,8 +563,9 @@ int CmdBench(const Args& args) {
   if (kind == "writeout") return bench::BenchWriteout(args);
   if (kind == "kv") return bench::BenchKv(args);
   if (kind == "commit") return bench::BenchCommit(args);
-  return bench::UsageError(kind,
-                           "unknown benchmark '" + kind + "' (kinds: pause, writeout, kv, commit)");
+  if (kind == "replay") return bench::BenchReplay(args);
+  return bench::UsageError(
+      kind, "unknown benchmark '" + kind + "' (kinds: pause, writeout, kv, commit, replay)");
 }
 
 }  // namespace amber::cli

@@ -213,5 +213,6 @@ int BenchPause(const Args& args);
 int BenchWriteout(const Args& args);
 int BenchKv(const Args& args);
 int BenchCommit(const Args& args);
+int BenchReplay(const Args& args);
 
 }  // namespace amber::cli::bench

@@ -14,7 +14,7 @@ void Usage(FILE* out) {
                "  info STORE [--json]         capacity, use, generation, log, tracking method\n"
                "  verify STORE [--json]       check every checksum; exit 0 clean, 1 corrupt\n"
                "  checkpoints STORE [--json]  generations in the log with sizes and times\n"
-               "  bench KIND [options]        benchmarks: pause, writeout, kv, commit\n"
+               "  bench KIND [options]        benchmarks: pause, writeout, kv, commit, replay\n"
                "                              (amber bench --help for their options)\n"
                "\n"
                "Exit status: 0 success, 1 the store is damaged, 2 usage or other error.\n");
