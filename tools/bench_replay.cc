@@ -69,9 +69,8 @@ int BenchReplay(const Args& args) {
   }
   Options o;
   o.capacity = heap;
-  // Room for all of them, so that none waits for a migration (the log holds
-  // up to twice this before the engine would migrate; this layer never does
-  // on its own).
+  // Room for all of them: the store layer migrates only when an append finds
+  // no room, and the replay is to find them all in the log.
   o.log_size = format::RoundUp((log_pages + 16) * kPage, kMiB);
   o.checkpoint_interval_ms = 0;
   TempDir dir(f.Dir(), kind);
