@@ -438,17 +438,23 @@ Rng::Rng(uint64_t seed) {
   }
 }
 
-uint64_t PeakRssBytes() {
-  FILE* f = std::fopen("/proc/self/status", "r");
+uint64_t ProcNumber(const char* path, const char* field) {
+  FILE* f = std::fopen(path, "r");
   if (f == nullptr) return 0;
   char line[256];
-  uint64_t kb = 0;
+  uint64_t v = 0;
+  const size_t n = std::strlen(field);
   while (std::fgets(line, sizeof(line), f) != nullptr) {
-    if (std::sscanf(line, "VmHWM: %" SCNu64 " kB", &kb) == 1) break;
+    if (std::strncmp(line, field, n) == 0) {
+      v = std::strtoull(line + n, nullptr, 10);
+      break;
+    }
   }
   std::fclose(f);
-  return kb * 1024;
+  return v;
 }
+
+uint64_t PeakRssBytes() { return ProcNumber("/proc/self/status", "VmHWM:") * kKiB; }
 
 // --- heap helpers --------------------------------------------------------------------
 

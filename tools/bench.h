@@ -145,6 +145,10 @@ inline uint64_t Mix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+// The number after `field` (e.g. "VmHWM:") at the start of a line of the
+// /proc file at `path`, in the file's own unit; 0 if the file or field is missing.
+uint64_t ProcNumber(const char* path, const char* field);
+
 // Peak resident set size of this process (VmHWM), 0 if unknown.
 uint64_t PeakRssBytes();
 

@@ -132,16 +132,7 @@ uint64_t Update(Map& map, uint64_t keys, uint64_t updates, uint64_t per_guard, c
 }
 
 // /proc/self/io write_bytes: bytes this process caused to be sent to storage.
-uint64_t IoWriteBytes() {
-  FILE* f = std::fopen("/proc/self/io", "r");
-  if (f == nullptr) return 0;
-  char line[128];
-  uint64_t v = 0;
-  while (std::fgets(line, sizeof(line), f) != nullptr)
-    if (std::sscanf(line, "write_bytes: %" SCNu64, &v) == 1) break;
-  std::fclose(f);
-  return v;
-}
+uint64_t IoWriteBytes() { return ProcNumber("/proc/self/io", "write_bytes:"); }
 
 // Resets VmHWM to the current RSS (Linux >= 4.0); harmless if it fails.
 void ResetPeakRss() {

@@ -18,7 +18,6 @@
 // Thread-safety: single-threaded.
 #include <algorithm>
 #include <cinttypes>
-#include <cstdio>
 #include <cstring>
 
 #include "bench.h"
@@ -30,16 +29,7 @@ namespace amber::cli::bench {
 namespace {
 
 // /proc/meminfo "Cached" in bytes, 0 if unknown.
-uint64_t PageCacheBytes() {
-  FILE* f = std::fopen("/proc/meminfo", "r");
-  if (f == nullptr) return 0;
-  char line[128];
-  uint64_t kb = 0;
-  while (std::fgets(line, sizeof(line), f) != nullptr)
-    if (std::sscanf(line, "Cached: %" SCNu64, &kb) == 1) break;
-  std::fclose(f);
-  return kb * kKiB;
-}
+uint64_t PageCacheBytes() { return ProcNumber("/proc/meminfo", "Cached:") * kKiB; }
 
 }  // namespace
 

@@ -65,6 +65,21 @@ std::shared_ptr<char> AlignedImages(const std::vector<uint64_t>& pages, uint64_t
   return buf;
 }
 
+// Creates the store at path and appends generations 1 and 2 (pages p1, then
+// p2, images from aligned memory so that large ones take O_DIRECT) over a heap
+// of heap_pages. Returns the log's file offset (0 after a failed assertion).
+uint64_t AppendTwoGenerations(const std::string& path, const Options& o,
+                              const std::vector<uint64_t>& p1, const std::vector<uint64_t>& p2,
+                              uint64_t heap_pages) {
+  auto st = OpenStore(path, o);
+  EXPECT_TRUE(st);
+  if (!st) return 0;
+  auto i1 = AlignedImages(p1, 1), i2 = AlignedImages(p2, 2);
+  EXPECT_TRUE(st->AppendGeneration(1, p1, i1.get(), heap_pages * kPageSize, 1).ok());
+  EXPECT_TRUE(st->AppendGeneration(2, p2, i2.get(), heap_pages * kPageSize, 2).ok());
+  return st->superblock().log_offset;
+}
+
 // Reads heap page `page` from the home image.
 std::pair<uint64_t, uint64_t> HomePage(const std::string& path, const Store& st, uint64_t page) {
   char buf[16];
@@ -212,15 +227,8 @@ TEST(Store, LargeGenerationsBypassThePageCacheAndRecover) {
     p1[i] = i;            // pages 0..299
     p2[i] = 150 + 2 * i;  // half of them again, and others beyond
   }
-  uint64_t log_offset = 0;
-  {
-    auto st = OpenStore(path, o);
-    ASSERT_TRUE(st);
-    auto i1 = AlignedImages(p1, 1), i2 = AlignedImages(p2, 2);
-    ASSERT_TRUE(st->AppendGeneration(1, p1, i1.get(), 1024 * kPageSize, 1).ok());
-    ASSERT_TRUE(st->AppendGeneration(2, p2, i2.get(), 1024 * kPageSize, 2).ok());
-    log_offset = st->superblock().log_offset;
-  }
+  const uint64_t log_offset = AppendTwoGenerations(path, o, p1, p2, 1024);
+  ASSERT_FALSE(HasFailure());
   // Page-cache residency of generation 1's images (after its descriptor page).
   auto fd = Env::Default()->Open(path, O_RDONLY, 0);
   ASSERT_TRUE(fd.ok());
@@ -396,15 +404,8 @@ TEST(Store, MigrationReadsTheLogInWindowsAndDropsThemFromTheCache) {
   o.capacity = uint64_t{16} << 20;  // 4096 pages
   o.log_size = uint64_t{16} << 20;
   const std::vector<uint64_t> p1 = PageRange(0, 3500), p2 = PageRange(1000, 200);
-  uint64_t log_offset = 0;
-  {
-    auto st = OpenStore(path, o);
-    ASSERT_TRUE(st);
-    auto i1 = AlignedImages(p1, 1), i2 = AlignedImages(p2, 2);
-    ASSERT_TRUE(st->AppendGeneration(1, p1, i1.get(), 4096 * kPageSize, 1).ok());
-    ASSERT_TRUE(st->AppendGeneration(2, p2, i2.get(), 4096 * kPageSize, 2).ok());
-    log_offset = st->superblock().log_offset;
-  }
+  const uint64_t log_offset = AppendTwoGenerations(path, o, p1, p2, 4096);
+  ASSERT_FALSE(HasFailure());
   LargeReadEnv env(/*fail_at=*/2);
   auto st = Store::Open(&env, path, o, Store::Mode::kReadWrite);
   ASSERT_TRUE(st.ok()) << st.status().ToString();
