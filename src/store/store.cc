@@ -118,10 +118,10 @@ Status Store::ZeroLogPage(const Superblock& sb, uint64_t pos) {
 
 Status Store::DataSync() {
   uint64_t unused;
-  return DataSyncLocked(&unused);
+  return DataSyncCounted(&unused);
 }
 
-Status Store::DataSyncLocked(uint64_t* failures_after) {
+Status Store::DataSyncCounted(uint64_t* failures_after) {
   // One sync at a time: a writeback error is reported to one of them, and it
   // must be counted before any other sync can return and be checked.
   std::lock_guard<std::mutex> l(sync_mu_);
@@ -141,7 +141,7 @@ Status Store::DataSyncLocked(uint64_t* failures_after) {
 
 Status Store::DataSyncSince(uint64_t before) {
   uint64_t after = 0;
-  AMBER_RETURN_IF_ERROR(DataSyncLocked(&after));
+  AMBER_RETURN_IF_ERROR(DataSyncCounted(&after));
   if (after != before)
     return IOError("a sync of the store failed while these writes were in flight (" +
                    std::to_string(after - before) + " since); they may not have reached the disk");

@@ -240,7 +240,8 @@ class Store {
   // failed sync may have been the loss of these writes, and this sync would
   // succeed without them.
   Status DataSyncSince(uint64_t before);
-  Status DataSyncLocked(uint64_t* failures_after);  // takes sync_mu_
+  // fdatasync under sync_mu_; *failures_after: sync_failures_ once it is counted.
+  Status DataSyncCounted(uint64_t* failures_after);
   // kIOError once a sync failed while recovered pages were not yet durable.
   Status CheckNotPoisoned() const;
   // Writes a page of zeros at log offset pos (a free page), buffered.
@@ -264,7 +265,7 @@ class Store {
   std::atomic<uint64_t> bytes_written_{0};
   std::atomic<uint64_t> syncs_{0};
   std::atomic<uint64_t> sync_failures_{0};  // failed fdatasyncs since open, any thread
-  std::mutex sync_mu_;                      // serializes fdatasyncs (DataSyncLocked)
+  std::mutex sync_mu_;                      // serializes fdatasyncs (DataSyncCounted)
   // RecoverInPlace copied images home that no migration has synced yet.
   std::atomic<bool> recovered_unsynced_{false};
   // A sync failed while recovered_unsynced_: appends and migrations refuse.
